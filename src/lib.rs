@@ -6,6 +6,8 @@ mod shm_safe;
 
 pub use fingerprint::FingerprintBuilder;
 pub use shm_safe::ShmSafe;
+#[cfg(feature = "derive")]
+pub use typed_shm_derive::ShmSafe;
 
 #[doc(hidden)]
 #[path = "private.rs"]
