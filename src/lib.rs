@@ -155,6 +155,26 @@ pub use shm_safe::ShmSafe;
 #[cfg(feature = "derive")]
 pub use typed_shm_derive::ShmSafe;
 
+/// The OS name of the segment that `key` names (what
+/// [`SharedMemory::native_key`] returns), without opening anything: for peers
+/// written in other languages, and for tools that inspect `/dev/shm`.
+///
+/// # Errors
+///
+/// [`ErrorKind::KeyError`] for an empty key, a key with NUL, or a key longer
+/// than 255 bytes.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(typed_shm::native_key("telemetry")?, "/tshm_telemetry");
+/// assert_eq!(typed_shm::native_key("a key with spaces")?, "/tshm_a_key_w~26f82781e701e160");
+/// # Ok::<(), typed_shm::Error>(())
+/// ```
+pub fn native_key(key: &str) -> Result<String, Error> {
+    key::native_key(key)
+}
+
 #[doc(hidden)]
 #[path = "private.rs"]
 pub mod __private;
