@@ -208,3 +208,92 @@ pub fn hear() -> String {
     std::io::stdin().read_line(&mut line).expect("read from parent");
     line.trim_end().to_string()
 }
+
+// ---------------------------------------------------------------------------
+// Additions for the fault, security and resource tests.
+
+/// Whether this process runs as root. Tests that need root (switching uids,
+/// mount namespaces) call it and skip when it is `false` — printing why — but
+/// fail instead when `CI=true`, where the suite runs as root and a skip would
+/// hide a missing test.
+#[allow(unsafe_code)]
+pub fn require_root(test: &str, why: &str) -> bool {
+    // SAFETY: geteuid(2) takes no arguments and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{test} needs root ({why}) and CI=true: it must not be skipped in CI"
+    );
+    eprintln!("SKIPPED {test}: needs root ({why})");
+    false
+}
+
+impl Child {
+    /// The next marked line if one is already there, without waiting.
+    pub fn try_line(&mut self) -> Option<String> {
+        self.lines.try_recv().ok()
+    }
+
+    /// Waits up to `timeout` for the child to end and returns how it ended;
+    /// kills it and panics if it does not end in time.
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.proc.try_wait().expect("try_wait") {
+                return status;
+            }
+            if Instant::now() >= deadline {
+                self.kill();
+                panic!("child {:?} did not end within {timeout:?}", self.role);
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Sends `signal` to the child (without reaping it).
+    #[allow(unsafe_code)]
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) has no memory preconditions; the pid is our own
+        // child's, not yet reaped (reaping happens only through `self.proc`).
+        let rc = unsafe { libc::kill(self.pid(), signal) };
+        assert_eq!(rc, 0, "kill({}, {signal}) failed", self.pid());
+    }
+}
+
+/// The signal that ended a process, if a signal did.
+pub fn killed_by(status: &std::process::ExitStatus) -> Option<i32> {
+    use std::os::unix::process::ExitStatusExt;
+    status.signal()
+}
+
+/// Names of the entries of `/dev/shm` (as this process sees it).
+pub fn shm_entries() -> Vec<String> {
+    std::fs::read_dir("/dev/shm")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Open file descriptors of this process.
+pub fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
+}
+
+/// Whether this process maps or holds open the file at `path`.
+pub fn process_uses(path: &str) -> bool {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+    let mapped = maps.lines().any(|l| l.ends_with(path) || l.contains(&format!("{path} ")));
+    let open = std::fs::read_dir("/proc/self/fd")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter_map(|e| std::fs::read_link(e.path()).ok())
+                .any(|t| t.to_string_lossy().starts_with(path))
+        })
+        .unwrap_or(false);
+    mapped || open
+}

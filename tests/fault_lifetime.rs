@@ -1,0 +1,532 @@
+//! Lifetime under faults: simultaneous detaches, racing creators, killed
+//! attachers and creators, everyone killed, and handles inherited by `fork()`.
+//!
+//! Children are re-runs of this test binary in a role (see `common`); every
+//! wait has a deadline and every test ends by checking that its segments are
+//! gone from `/dev/shm`.
+#![allow(unsafe_code)]
+
+mod common;
+
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use common::{Child, Keys, hear, role, say, unique_key, wait_until};
+use typed_shm::{ErrorKind, SharedMemory, TryLockError};
+
+type Data = [u64; 4];
+
+const LINE: Duration = Duration::from_secs(10);
+
+fn exists(key: &str) -> bool {
+    common::exists(key)
+}
+
+/// Detaches that happen at the same instant, in threads with their own
+/// handles (each handle has its own open file description, exactly as in
+/// separate processes): whoever is last must remove the object, every round.
+#[test]
+fn simultaneous_last_detaches_in_threads_remove_the_segment() {
+    const HANDLES: usize = 6;
+    const ROUNDS: usize = 150;
+    let key = unique_key("simul-detach-threads");
+    let keys = Keys::new(&[&key]);
+    for round in 0..ROUNDS {
+        let first = SharedMemory::<Data>::create(&key, [round as u64; 4]).expect("create");
+        let mut handles = vec![first];
+        for _ in 1..HANDLES {
+            handles.push(SharedMemory::<Data>::attach(&key).expect("attach"));
+        }
+        assert_eq!(handles[0].attach_count(), HANDLES);
+        let barrier = Arc::new(Barrier::new(HANDLES));
+        let threads: Vec<_> = handles
+            .into_iter()
+            .map(|h| {
+                let barrier = barrier.clone();
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    h.detach()
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("detaching thread").expect("detach");
+        }
+        // The last detach unlinks before it returns: no waiting needed.
+        assert!(!exists(&key), "round {round}: segment left behind after simultaneous detaches");
+    }
+    keys.finish();
+}
+
+/// The same across processes: four children attach, wait for a go signal
+/// (a file they poll without sleeping), and detach together with the parent.
+#[test]
+fn simultaneous_last_detaches_in_processes_remove_the_segment() {
+    const CHILDREN: usize = 4;
+    const ROUNDS: usize = 25;
+    if let Some((_, key)) = role() {
+        let go_dir = std::env::var("TSHM_GO_DIR").expect("go dir");
+        for round in 0..ROUNDS {
+            let k = format!("{key}-{round}");
+            let deadline = Instant::now() + LINE;
+            let shm = loop {
+                match SharedMemory::<Data>::attach(&k) {
+                    Ok(s) => break s,
+                    Err(e) if e.kind() == ErrorKind::NotFound && Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(1))
+                    }
+                    Err(e) => panic!("attach {k}: {e}"),
+                }
+            };
+            say(&format!("ready {round}"));
+            let go = format!("{go_dir}/go-{round}");
+            while std::fs::metadata(&go).is_err() {
+                assert!(Instant::now() < deadline, "no go signal");
+                std::hint::spin_loop();
+            }
+            shm.detach().expect("detach");
+        }
+        say("done");
+        return;
+    }
+    let base = unique_key("simul-detach-procs");
+    let names: Vec<String> = (0..ROUNDS).map(|r| format!("{base}-{r}")).collect();
+    let keys = Keys::new(&names.iter().map(String::as_str).collect::<Vec<_>>());
+    let go_dir = std::env::temp_dir().join(format!("tshm-go-{}", std::process::id()));
+    std::fs::create_dir_all(&go_dir).unwrap();
+    let go_env = [("TSHM_GO_DIR", go_dir.to_string_lossy().into_owned())];
+    let first = SharedMemory::<Data>::create(&names[0], [0; 4]).expect("create");
+    let mut children: Vec<Child> = (0..CHILDREN)
+        .map(|_| {
+            Child::spawn(
+                "simultaneous_last_detaches_in_processes_remove_the_segment",
+                "detacher",
+                &base,
+                &go_env,
+            )
+        })
+        .collect();
+    let mut shm = Some(first);
+    for (round, name) in names.iter().enumerate() {
+        let s = match shm.take() {
+            Some(s) => s,
+            None => SharedMemory::<Data>::create(name, [round as u64; 4]).expect("create"),
+        };
+        for c in &mut children {
+            c.expect(&format!("ready {round}"), LINE);
+        }
+        assert_eq!(s.attach_count(), CHILDREN + 1);
+        std::fs::write(go_dir.join(format!("go-{round}")), b"").unwrap();
+        s.detach().expect("detach");
+        assert!(
+            wait_until(Duration::from_secs(5), || !exists(name)),
+            "round {round}: segment left behind after simultaneous detaches"
+        );
+    }
+    for c in &mut children {
+        c.expect("done", LINE);
+        c.wait_success(LINE);
+    }
+    let _ = std::fs::remove_dir_all(&go_dir);
+    keys.finish();
+}
+
+/// Attachers arriving while the last handle detaches: each attach either
+/// gets a live segment or `NotFound` — never an error, never a hang — and the
+/// segment is gone once everyone is done.
+#[test]
+fn attaches_racing_the_last_detach_never_leak_nor_fail() {
+    const ROUNDS: usize = 200;
+    let key = unique_key("attach-vs-detach");
+    let keys = Keys::new(&[&key]);
+    for round in 0..ROUNDS {
+        let owner = SharedMemory::<Data>::create(&key, [round as u64; 4]).expect("create");
+        let barrier = Arc::new(Barrier::new(3));
+        let attachers: Vec<_> = (0..2)
+            .map(|_| {
+                let barrier = barrier.clone();
+                let key = key.clone();
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    match SharedMemory::<Data>::attach(&key) {
+                        Ok(s) => {
+                            // A live segment: it holds this round's data.
+                            assert_eq!(s.lock().expect("not poisoned")[0], round as u64);
+                            true
+                        }
+                        Err(e) if e.kind() == ErrorKind::NotFound => false,
+                        Err(e) => panic!("round {round}: attach racing a detach failed: {e}"),
+                    }
+                })
+            })
+            .collect();
+        barrier.wait();
+        owner.detach().expect("detach");
+        for a in attachers {
+            a.join().expect("attacher");
+        }
+        assert!(!exists(&key), "round {round}: segment left behind");
+    }
+    keys.finish();
+}
+
+/// Threads (each with its own handle, so its own open file description)
+/// calling `open_or_create` at the same instant on a free key: exactly one
+/// creates, all share its data, none fails.
+#[test]
+fn concurrent_open_or_create_makes_exactly_one_segment() {
+    const THREADS: usize = 6;
+    const ROUNDS: usize = 300;
+    let key = unique_key("racing-ooc");
+    let keys = Keys::new(&[&key]);
+    for round in 0..ROUNDS {
+        let barrier = Arc::new(Barrier::new(THREADS));
+        let threads: Vec<_> = (0..THREADS)
+            .map(|id| {
+                let barrier = barrier.clone();
+                let key = key.clone();
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    let shm = SharedMemory::<Data>::open_or_create(&key, || [id as u64, round as u64, 0, 0])
+                        .unwrap_or_else(|e| panic!("round {round}: open_or_create failed: {e}"));
+                    (shm.created(), shm)
+                })
+            })
+            .collect();
+        let results: Vec<(bool, SharedMemory<Data>)> =
+            threads.into_iter().map(|t| t.join().expect("thread")).collect();
+        let creators = results.iter().filter(|(c, _)| *c).count();
+        assert_eq!(creators, 1, "round {round}: {creators} handles say they created the segment");
+        let creator = results.iter().find(|(c, _)| *c).unwrap();
+        let value = *creator.1.lock().expect("not poisoned");
+        assert_eq!(value[1], round as u64);
+        for (_, s) in &results {
+            assert_eq!(*s.lock().expect("not poisoned"), value, "round {round}: two different segments");
+        }
+        assert_eq!(results[0].1.attach_count(), THREADS, "round {round}");
+        drop(results);
+        assert!(!exists(&key), "round {round}: segment left behind");
+    }
+    keys.finish();
+}
+
+/// An attacher is killed while the creator lives: a new attach sees the live
+/// data (never a re-initialized segment), and `attach_count` drops the dead
+/// one once it is reaped. Then the reverse: the creator is killed while an
+/// attacher lives.
+#[test]
+fn killed_attacher_or_creator_leaves_the_live_data_alone() {
+    const ENTRY: &str = "killed_attacher_or_creator_leaves_the_live_data_alone";
+    if let Some((role, key)) = role() {
+        let shm = match role.as_str() {
+            "create" => SharedMemory::<Data>::create(&key, [7; 4]).expect("create"),
+            _ => SharedMemory::<Data>::attach(&key).expect("attach"),
+        };
+        if role == "write" {
+            *shm.lock().expect("not poisoned") = [1, 2, 3, 4];
+        }
+        say("attached");
+        hear();
+        return;
+    }
+    let key = unique_key("killed-peer");
+    let keys = Keys::new(&[&key]);
+    {
+        let owner = SharedMemory::<Data>::create(&key, [9; 4]).expect("create");
+        let mut writer = Child::spawn(ENTRY, "write", &key, &[]);
+        writer.expect("attached", LINE);
+        assert_eq!(owner.attach_count(), 2);
+        writer.kill();
+        assert!(
+            wait_until(Duration::from_secs(5), || owner.attach_count() == 1),
+            "attach_count still counts the killed attacher: {}",
+            owner.attach_count()
+        );
+        let again = SharedMemory::<Data>::open_or_create(&key, || [0; 4]).expect("open_or_create");
+        assert!(!again.created(), "a live segment was re-created");
+        assert_eq!(*again.lock().expect("not poisoned"), [1, 2, 3, 4]);
+        let mut reader = Child::spawn(ENTRY, "attach", &key, &[]);
+        reader.expect("attached", LINE);
+        assert_eq!(owner.attach_count(), 3);
+        reader.send("bye");
+        reader.wait_success(LINE);
+        assert_eq!(owner.attach_count(), 2);
+    }
+    assert!(!exists(&key));
+    {
+        let mut creator = Child::spawn(ENTRY, "create", &key, &[]);
+        creator.expect("attached", LINE);
+        let survivor = SharedMemory::<Data>::attach(&key).expect("attach");
+        *survivor.lock().expect("not poisoned") = [5; 4];
+        creator.kill();
+        assert!(wait_until(Duration::from_secs(5), || survivor.attach_count() == 1));
+        let again = SharedMemory::<Data>::open_or_create(&key, || [0; 4]).expect("open_or_create");
+        assert!(!again.created(), "a live segment was re-created after its creator died");
+        assert_eq!(*again.lock().expect("not poisoned"), [5; 4]);
+        assert_eq!(
+            SharedMemory::<Data>::create(&key, [0; 4]).unwrap_err().kind(),
+            ErrorKind::AlreadyExists
+        );
+    }
+    keys.finish();
+}
+
+/// A creator killed while its `init` runs (holding the creation lock): an
+/// attacher waits at most its timeout and gets `TimedOut` — during the
+/// initialization and after the death — and `open_or_create` (and `create`)
+/// then reclaim the key.
+#[test]
+fn creator_killed_mid_initialization_times_out_then_is_reclaimed() {
+    const ENTRY: &str = "creator_killed_mid_initialization_times_out_then_is_reclaimed";
+    if let Some((_, key)) = role() {
+        let _shm = SharedMemory::<Data>::open_or_create(&key, || {
+            say("initializing");
+            hear(); // never answered: the parent kills us here
+            [0; 4]
+        });
+        unreachable!("the parent kills this process during init");
+    }
+    let key = unique_key("mid-init");
+    let keys = Keys::new(&[&key]);
+    let bound = Duration::from_millis(300);
+    for reclaim_with_create in [false, true] {
+        let mut creator = Child::spawn(ENTRY, "creator", &key, &[]);
+        creator.expect("initializing", LINE);
+        let t = Instant::now();
+        let err = SharedMemory::<Data>::options().timeout(bound).attach(&key).unwrap_err();
+        let waited = t.elapsed();
+        assert_eq!(err.kind(), ErrorKind::TimedOut, "{err}");
+        assert!(waited >= bound && waited < bound + Duration::from_secs(2), "waited {waited:?}");
+        creator.kill();
+        let t = Instant::now();
+        let err = SharedMemory::<Data>::options().timeout(bound).attach(&key).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::TimedOut, "{err}");
+        assert!(t.elapsed() < bound + Duration::from_secs(2));
+        assert!(err.to_string().contains("reclaim"), "the message says what to do: {err}");
+        let fresh = if reclaim_with_create {
+            SharedMemory::<Data>::create(&key, [3; 4]).expect("create reclaims")
+        } else {
+            SharedMemory::<Data>::open_or_create(&key, || [3; 4]).expect("open_or_create reclaims")
+        };
+        assert!(fresh.created());
+        assert!(!fresh.is_poisoned());
+        assert_eq!(*fresh.lock().expect("not poisoned"), [3; 4]);
+        assert_eq!(fresh.attach_count(), 1);
+        drop(fresh);
+        assert!(!exists(&key));
+    }
+    keys.finish();
+}
+
+/// What a creator killed at the very first steps leaves: an empty object (died
+/// right after `shm_open`) or a zero-filled one (died after `ftruncate`).
+/// `attach` times out within its bound, `open_or_create` reclaims.
+#[test]
+fn creator_killed_before_writing_the_header_is_reclaimed() {
+    let key = unique_key("empty-stale");
+    let keys = Keys::new(&[&key]);
+    let bound = Duration::from_millis(200);
+    for len in [0usize, 4096 + 32] {
+        std::fs::write(common::shm_path(&key), vec![0u8; len]).unwrap();
+        let t = Instant::now();
+        let err = SharedMemory::<Data>::options().timeout(bound).attach(&key).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::TimedOut, "len {len}: {err}");
+        assert!(t.elapsed() < bound + Duration::from_secs(2));
+        let shm = SharedMemory::<Data>::open_or_create(&key, || [4; 4]).expect("reclaim");
+        assert!(shm.created(), "len {len}");
+        assert_eq!(*shm.lock().expect("not poisoned"), [4; 4]);
+        drop(shm);
+        assert!(!exists(&key));
+    }
+    keys.finish();
+}
+
+/// Every attached process is killed, one of them while holding the lock:
+/// the next `open_or_create` reclaims the key and starts fresh — created,
+/// initialized anew, not poisoned.
+#[test]
+fn everyone_killed_one_holding_the_lock_then_reclaimed_fresh() {
+    const ENTRY: &str = "everyone_killed_one_holding_the_lock_then_reclaimed_fresh";
+    if let Some((role, key)) = role() {
+        let shm = SharedMemory::<Data>::open_or_create(&key, || [1; 4]).expect("open_or_create");
+        if role == "holder" {
+            let mut g = shm.lock().expect("not poisoned");
+            g[0] = 99;
+            say("holding");
+            hear();
+        } else {
+            say("attached");
+            hear();
+        }
+        return;
+    }
+    let key = unique_key("all-killed");
+    let keys = Keys::new(&[&key]);
+    let mut kids: Vec<Child> = Vec::new();
+    for r in ["plain", "plain", "holder"] {
+        let mut c = Child::spawn(ENTRY, r, &key, &[]);
+        c.expect(if r == "holder" { "holding" } else { "attached" }, LINE);
+        kids.push(c);
+    }
+    {
+        let peek = SharedMemory::<Data>::attach(&key).expect("attach");
+        assert_eq!(peek.attach_count(), 4);
+        assert!(matches!(peek.try_lock(), Err(TryLockError::WouldBlock)));
+    }
+    for c in &mut kids {
+        c.kill();
+    }
+    assert!(exists(&key), "the segment outlives its killed users until reclaimed");
+    let fresh = SharedMemory::<Data>::open_or_create(&key, || [2; 4]).expect("open_or_create");
+    assert!(fresh.created(), "a stale segment must be reclaimed, not attached");
+    assert!(!fresh.is_poisoned(), "the reclaimed segment inherited the old poison");
+    assert_eq!(*fresh.lock().expect("a fresh lock"), [2; 4]);
+    assert_eq!(fresh.attach_count(), 1);
+    drop(fresh);
+    keys.finish();
+}
+
+/// `fork()` with a live handle. The forking process is a dedicated child
+/// test process whose only other threads are idle (the harness waiting for
+/// the test, and the watchdog asleep), so the forked process, which runs only
+/// this thread, finds no lock held by a vanished thread in what it uses:
+/// the library, `catch_unwind` and `_exit`.
+///
+/// In the forked process, `lock`/`try_lock`/`lock_timeout` on the inherited
+/// handle panic with a message about `fork`, and `detach` returns
+/// `LockError`; attaching anew works. The parent's lock (held across the
+/// fork) and its attachment are unaffected: no poison, same `attach_count`,
+/// and the segment disappears exactly when the real handles are gone.
+#[test]
+fn fork_child_with_inherited_handle_gets_clear_error_parent_unaffected() {
+    const ENTRY: &str = "fork_child_with_inherited_handle_gets_clear_error_parent_unaffected";
+    if let Some((_, key)) = role() {
+        fork_role(&key);
+        return;
+    }
+    let key = unique_key("fork");
+    let keys = Keys::new(&[&key]);
+    let mut forker = Child::spawn(ENTRY, "forker", &key, &[]);
+    forker.expect("created", LINE);
+    let shm = SharedMemory::<Data>::attach(&key).expect("attach");
+    forker.send("go");
+    forker.expect("holding", LINE);
+    let line = forker.next_line(LINE);
+    assert_eq!(line, "forked child 0 (held)", "failed checks in the forked child (bit mask)");
+    // The forker still holds its lock, then releases it normally.
+    assert!(matches!(shm.try_lock(), Err(TryLockError::WouldBlock)));
+    assert_eq!(shm.attach_count(), 2, "the forked child changed the attachments");
+    forker.send("release");
+    forker.expect("released", LINE);
+    {
+        let g = shm.try_lock().expect("free and not poisoned after the forked child exited");
+        assert_eq!(g[0], 11);
+    }
+    // Fork while not holding the lock; the forked child drops its copy.
+    forker.send("fork-again");
+    assert_eq!(forker.next_line(LINE), "forked child 0 (free)");
+    assert_eq!(shm.attach_count(), 2, "the forked child's drop detached the parent");
+    assert!(!shm.is_poisoned());
+    *shm.lock().expect("not poisoned") = [12; 4];
+    forker.send("detach");
+    forker.expect("detached", LINE);
+    forker.wait_success(LINE);
+    assert_eq!(shm.attach_count(), 1);
+    assert!(exists(&key));
+    drop(shm);
+    keys.finish();
+}
+
+fn fork_role(key: &str) {
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    let shm = SharedMemory::<Data>::create(key, [0; 4]).expect("create");
+    say("created");
+    hear();
+    // Panics in the forked process are expected; keep them quiet.
+    std::panic::set_hook(Box::new(|_| {}));
+    let panics_about_fork = |f: &dyn Fn()| match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(()) => false,
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            msg.contains("fork")
+        }
+    };
+    // Runs `checks` in a forked process; returns its exit code (0: all passed).
+    let in_forked = |checks: &dyn Fn() -> i32| -> i32 {
+        // SAFETY: fork(2) has no memory preconditions. The forked process runs
+        // only `checks` and `_exit` (see the test's doc comment for why that is
+        // safe here).
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            let code = checks();
+            // SAFETY: _exit(2) ends the process without running destructors
+            // or atexit handlers, which belong to the parent.
+            unsafe { libc::_exit(code) };
+        }
+        let mut status = 0;
+        // SAFETY: waitpid(2) with our own child's pid and a valid pointer.
+        let rc = unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert_eq!(rc, pid);
+        assert!(libc::WIFEXITED(status), "forked child died: status {status:#x}");
+        libc::WEXITSTATUS(status)
+    };
+    {
+        let mut g = shm.lock().expect("not poisoned");
+        g[0] = 11;
+        say("holding");
+        let code = in_forked(&|| {
+            let mut failed = 0;
+            if !panics_about_fork(&|| drop(shm.lock())) {
+                failed |= 1;
+            }
+            if !panics_about_fork(&|| drop(shm.try_lock())) {
+                failed |= 2;
+            }
+            if !panics_about_fork(&|| drop(shm.lock_timeout(Duration::from_millis(10)))) {
+                failed |= 4;
+            }
+            // A fresh attachment in the child works (and sees the lock held).
+            match SharedMemory::<Data>::attach(key) {
+                Ok(own) => {
+                    if !matches!(own.try_lock(), Err(TryLockError::WouldBlock)) {
+                        failed |= 8;
+                    }
+                }
+                Err(_) => failed |= 16,
+            }
+            // SAFETY: the handle is not used again in this process, which
+            // ends with _exit right after; read copies it bit for bit.
+            let inherited = unsafe { std::ptr::read(&shm) };
+            match inherited.detach() {
+                Err(e) if e.kind() == ErrorKind::LockError => {}
+                _ => failed |= 32,
+            }
+            failed
+        });
+        say(&format!("forked child {code} (held)"));
+        assert_eq!(hear(), "release");
+        drop(g);
+    }
+    say("released");
+    assert_eq!(hear(), "fork-again");
+    let code = in_forked(&|| {
+        let mut failed = 0;
+        if !panics_about_fork(&|| drop(shm.try_lock())) {
+            failed |= 1;
+        }
+        // SAFETY: as above; dropping unmaps and closes only this process's
+        // copies.
+        let inherited = unsafe { std::ptr::read(&shm) };
+        drop(inherited);
+        failed
+    });
+    say(&format!("forked child {code} (free)"));
+    assert_eq!(hear(), "detach");
+    shm.detach().expect("detach");
+    say("detached");
+}
