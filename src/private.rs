@@ -1,6 +1,337 @@
 //! Items used by the code that `#[derive(ShmSafe)]` generates. Not public API:
 //! names here may change in any release.
+//!
+//! The generated code reaches everything through this module (and `::core`),
+//! so a user's crate needs no dependency besides `typed-shm`.
 
 pub use crate::fingerprint::FingerprintBuilder;
 pub use crate::shm_safe::ShmSafe;
 pub use bytemuck;
+pub use std::string::String;
+
+/// The check the derive puts on every field type, so that the compiler error
+/// lands on the field and says what to do.
+///
+/// It has a blanket impl for every [`ShmSafe`] type and forwards to it; the
+/// generated code uses only this trait for fields, so a field that is not
+/// `ShmSafe` is reported once, with this message.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a field of a `ShmSafe` struct: it is not `ShmSafe`",
+    label = "not `ShmSafe`: this field cannot live in shared memory",
+    note = "pointers and references mean nothing in another process, and `bool`, `char`, enums, `Option` and `NonZero*` have bit patterns that are not valid values; `String`, `Vec` and `Box` point to the heap",
+    note = "use integers (`u8` for a flag, `u32` for a `char`), `f32`/`f64`, fixed-size arrays `[T; N]`, or another struct with `#[derive(ShmSafe)]`"
+)]
+pub trait ShmSafeField {
+    /// `<Self as ShmSafe>::FINGERPRINT`.
+    const FINGERPRINT: u64;
+    /// `<Self as ShmSafe>::write_type_name`.
+    fn write_type_name(out: &mut String);
+}
+
+impl<T: ShmSafe> ShmSafeField for T {
+    const FINGERPRINT: u64 = T::FINGERPRINT;
+
+    fn write_type_name(out: &mut String) {
+        T::write_type_name(out);
+    }
+}
+
+/// `<T as ShmSafe>::FINGERPRINT`, reached through [`ShmSafeField`] so that a
+/// field type which is not `ShmSafe` gets that trait's message.
+pub const fn field_fingerprint<T: ShmSafeField>() -> u64 {
+    T::FINGERPRINT
+}
+
+/// `<T as ShmSafe>::write_type_name`, reached through [`ShmSafeField`].
+pub fn field_type_name<T: ShmSafeField>(out: &mut String) {
+    T::write_type_name(out);
+}
+
+/// Fails to compile, with a message that says how to fix it, unless `T` is
+/// `Copy` (which `bytemuck::Pod`, and so `ShmSafe`, requires).
+pub const fn assert_copy<T: DerivesCopy>() {}
+
+/// See [`assert_copy`].
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` must be `Copy` to derive `ShmSafe`",
+    label = "add `#[derive(Clone, Copy, ShmSafe)]`",
+    note = "`ShmSafe` types are plain bytes: the lock guard copies them in and out"
+)]
+pub trait DerivesCopy {}
+
+impl<T: Copy> DerivesCopy for T {}
+
+/// One field as the layout check sees it: its name, offset and size.
+#[derive(Clone, Copy, Debug)]
+pub struct FieldSpan {
+    name: &'static str,
+    offset: usize,
+    size: usize,
+}
+
+impl FieldSpan {
+    /// A field called `name` at byte `offset`, `size` bytes long.
+    pub const fn new(name: &'static str, offset: usize, size: usize) -> Self {
+        FieldSpan { name, offset, size }
+    }
+}
+
+/// Room for the longest message [`LayoutCheck`] writes; longer messages end
+/// with `…`.
+const MESSAGE_CAP: usize = 512;
+
+/// The result of checking a struct's layout in a `const` context: empty when
+/// the layout is fine, otherwise a message that says what is wrong and how to
+/// fix it (`panic!` in a `const` can only print a `&str`, so the message is
+/// formatted here by hand).
+#[derive(Clone, Copy)]
+pub struct LayoutCheck {
+    buf: [u8; MESSAGE_CAP],
+    len: usize,
+    truncated: bool,
+}
+
+impl LayoutCheck {
+    /// Checks that the struct `name`, `size` bytes long, is not zero-sized
+    /// and has no padding: `fields`, in declaration order (which
+    /// `#[repr(C)]` keeps), must cover every byte exactly once.
+    pub const fn new(name: &str, size: usize, fields: &[FieldSpan]) -> Self {
+        let mut check = LayoutCheck {
+            buf: [0; MESSAGE_CAP],
+            len: 0,
+            truncated: false,
+        };
+        if size == 0 {
+            return check
+                .text("`")
+                .text(name)
+                .text("` is zero-sized: a shared memory segment needs at least one byte of data; add a field");
+        }
+        let mut covered = 0;
+        let mut i = 0;
+        while i < fields.len() {
+            covered += fields[i].size;
+            i += 1;
+        }
+        if covered >= size {
+            return check;
+        }
+        check = check
+            .text("`")
+            .text(name)
+            .text("` has ")
+            .bytes(size - covered)
+            .text(" of padding, and `ShmSafe` types must have none (padding bytes are uninitialized and differ between programs): add ");
+        // Walk the fields in order and name every gap.
+        let mut end = 0;
+        let mut gaps = 0;
+        let mut i = 0;
+        while i <= fields.len() {
+            let (next, at_end) = if i < fields.len() {
+                (fields[i].offset, false)
+            } else {
+                (size, true)
+            };
+            if next > end {
+                if gaps > 0 {
+                    check = check.text(", ");
+                }
+                check = check
+                    .text("`_pad")
+                    .num(gaps)
+                    .text(": [u8; ")
+                    .num(next - end)
+                    .text("]`");
+                check = if at_end {
+                    check.text(" at the end")
+                } else if i == 0 {
+                    check.text(" before `").text(fields[i].name).text("`")
+                } else {
+                    check.text(" after `").text(fields[i - 1].name).text("`")
+                };
+                check = check.text(" (offset ").num(end).text(")");
+                gaps += 1;
+            }
+            if i < fields.len() {
+                let field_end = fields[i].offset + fields[i].size;
+                if field_end > end {
+                    end = field_end;
+                }
+            }
+            i += 1;
+        }
+        check
+    }
+
+    /// The error message, or `None` if the layout is fine.
+    pub const fn error(&self) -> Option<&str> {
+        if self.len == 0 {
+            return None;
+        }
+        let (bytes, _) = self.buf.split_at(self.len);
+        match core::str::from_utf8(bytes) {
+            Ok(s) => Some(s),
+            // Unreachable: only whole UTF-8 sequences are copied in.
+            Err(_) => Some("the struct has padding or is zero-sized"),
+        }
+    }
+
+    const fn text(mut self, s: &str) -> Self {
+        let bytes = s.as_bytes();
+        // Keep room for the ellipsis, and cut only between characters.
+        const ELLIPSIS: &[u8] = "…".as_bytes();
+        if self.truncated {
+            return self;
+        }
+        if self.len + bytes.len() + ELLIPSIS.len() > MESSAGE_CAP {
+            let mut i = 0;
+            while i < ELLIPSIS.len() {
+                self.buf[self.len] = ELLIPSIS[i];
+                self.len += 1;
+                i += 1;
+            }
+            self.truncated = true;
+            return self;
+        }
+        let mut i = 0;
+        while i < bytes.len() {
+            self.buf[self.len] = bytes[i];
+            self.len += 1;
+            i += 1;
+        }
+        self
+    }
+
+    const fn num(self, mut n: usize) -> Self {
+        let mut digits = [0u8; 20];
+        let mut start = digits.len();
+        loop {
+            start -= 1;
+            digits[start] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        let (_, used) = digits.split_at(start);
+        match core::str::from_utf8(used) {
+            Ok(s) => self.text(s),
+            Err(_) => self,
+        }
+    }
+
+    const fn bytes(self, n: usize) -> Self {
+        let s = self.num(n);
+        if n == 1 {
+            s.text(" byte")
+        } else {
+            s.text(" bytes")
+        }
+    }
+}
+
+/// Writes `Name { field: type @offset, … }` for `ShmSafe::write_layout`.
+#[must_use = "call .finish()"]
+pub struct LayoutWriter<'a> {
+    out: &'a mut String,
+    fields: usize,
+}
+
+impl<'a> LayoutWriter<'a> {
+    /// Starts the description of the struct `name`.
+    pub fn new(out: &'a mut String, name: &str) -> Self {
+        out.push_str(name);
+        out.push_str(" {");
+        LayoutWriter { out, fields: 0 }
+    }
+
+    /// Adds the field `name` at byte `offset`; `write_type` writes its type.
+    pub fn field(self, name: &str, offset: usize, write_type: fn(&mut String)) -> Self {
+        use core::fmt::Write as _;
+        let LayoutWriter { out, fields } = self;
+        out.push_str(if fields == 0 { " " } else { ", " });
+        out.push_str(name);
+        out.push_str(": ");
+        write_type(out);
+        let _ = write!(out, " @{offset}");
+        LayoutWriter {
+            out,
+            fields: fields + 1,
+        }
+    }
+
+    /// Ends the description.
+    pub fn finish(self) {
+        self.out.push_str(" }");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{FieldSpan, LayoutCheck, LayoutWriter, String};
+
+    fn message(name: &str, size: usize, fields: &[FieldSpan]) -> Option<String> {
+        LayoutCheck::new(name, size, fields)
+            .error()
+            .map(String::from)
+    }
+
+    #[test]
+    fn a_packed_layout_passes() {
+        let fields = [FieldSpan::new("a", 0, 4), FieldSpan::new("b", 4, 4)];
+        assert_eq!(message("S", 8, &fields), None);
+    }
+
+    #[test]
+    fn padding_is_counted_and_located() {
+        // struct S { a: u8, b: u32, c: u16 } under repr(C): 1 + 3 + 4 + 2 + 2.
+        let fields = [
+            FieldSpan::new("a", 0, 1),
+            FieldSpan::new("b", 4, 4),
+            FieldSpan::new("c", 8, 2),
+        ];
+        assert_eq!(
+            message("S", 12, &fields).as_deref(),
+            Some(
+                "`S` has 5 bytes of padding, and `ShmSafe` types must have none (padding bytes \
+                 are uninitialized and differ between programs): add `_pad0: [u8; 3]` after \
+                 `a` (offset 1), `_pad1: [u8; 2]` at the end (offset 10)"
+            )
+        );
+    }
+
+    #[test]
+    fn one_byte_is_singular() {
+        let fields = [FieldSpan::new("a", 0, 1)];
+        let msg = message("S", 2, &fields).unwrap_or_default();
+        assert!(msg.starts_with("`S` has 1 byte of padding"), "{msg}");
+        assert!(
+            msg.ends_with("`_pad0: [u8; 1]` at the end (offset 1)"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn zero_sized_is_refused() {
+        let msg = message("Z", 0, &[FieldSpan::new("a", 0, 0)]).unwrap_or_default();
+        assert!(msg.contains("`Z` is zero-sized"), "{msg}");
+    }
+
+    #[test]
+    fn long_messages_are_cut_at_a_character_boundary() {
+        let name = "é".repeat(300);
+        let msg = message(&name, 8, &[FieldSpan::new("a", 0, 1)]).unwrap_or_default();
+        assert!(msg.ends_with('…'), "{msg}");
+        assert!(msg.len() <= super::MESSAGE_CAP);
+    }
+
+    #[test]
+    fn layout_writer_lists_fields_with_offsets() {
+        let mut s = String::new();
+        LayoutWriter::new(&mut s, "T")
+            .field("seq", 0, |o| o.push_str("u64"))
+            .field("temps", 8, |o| o.push_str("[f32; 8]"))
+            .finish();
+        assert_eq!(s, "T { seq: u64 @0, temps: [f32; 8] @8 }");
+    }
+}
