@@ -36,45 +36,72 @@ impl<T: ShmSafe> ShmSafeField for T {
     }
 }
 
-/// `<T as ShmSafe>::FINGERPRINT`, reached through [`ShmSafeField`] so that a
-/// field type which is not `ShmSafe` gets that trait's message.
-pub const fn field_fingerprint<T: ShmSafeField>() -> u64 {
-    T::FINGERPRINT
-}
-
-/// `<T as ShmSafe>::write_type_name`, reached through [`ShmSafeField`].
-pub fn field_type_name<T: ShmSafeField>(out: &mut String) {
-    T::write_type_name(out);
-}
-
-/// Fails to compile, with a message that says how to fix it, unless `T` is
-/// `Copy` (which `bytemuck::Pod`, and so `ShmSafe`, requires).
-pub const fn assert_copy<T: DerivesCopy>() {}
-
-/// See [`assert_copy`].
-#[diagnostic::on_unimplemented(
-    message = "`{Self}` must be `Copy` to derive `ShmSafe`",
-    label = "add `#[derive(Clone, Copy, ShmSafe)]`",
-    note = "`ShmSafe` types are plain bytes: the lock guard copies them in and out"
-)]
-pub trait DerivesCopy {}
-
-impl<T: Copy> DerivesCopy for T {}
-
-/// One field as the layout check sees it: its name, offset and size.
+/// Everything the generated code needs to know about one field.
+///
+/// The derive builds one table of these per struct, in a `const`, with
+/// [`field`]: each field type then meets the [`ShmSafeField`] bound exactly
+/// once, and the fingerprint, the layout description and the padding check
+/// all read the same table.
 #[derive(Clone, Copy, Debug)]
-pub struct FieldSpan {
+pub struct Field {
     name: &'static str,
     offset: usize,
     size: usize,
+    fingerprint: u64,
+    write_type_name: fn(&mut String),
 }
 
-impl FieldSpan {
-    /// A field called `name` at byte `offset`, `size` bytes long.
-    pub const fn new(name: &'static str, offset: usize, size: usize) -> Self {
-        FieldSpan { name, offset, size }
+/// The [`Field`] called `name`, of type `T`, at byte `offset`.
+pub const fn field<T: ShmSafeField>(name: &'static str, offset: usize) -> Field {
+    Field {
+        name,
+        offset,
+        size: core::mem::size_of::<T>(),
+        fingerprint: T::FINGERPRINT,
+        write_type_name: T::write_type_name,
     }
 }
+
+/// The fingerprint of the struct `name` from its size, alignment and fields,
+/// in declaration order.
+pub const fn fingerprint(name: &str, size: usize, align: usize, fields: &[Field]) -> u64 {
+    let mut b = FingerprintBuilder::new(name, size, align);
+    let mut i = 0;
+    while i < fields.len() {
+        b = b.field(fields[i].name, fields[i].offset, fields[i].fingerprint);
+        i += 1;
+    }
+    b.finish()
+}
+
+/// Writes `Name { field: type @offset, … }` for `ShmSafe::write_layout`.
+pub fn write_layout(out: &mut String, name: &str, fields: &[Field]) {
+    use core::fmt::Write as _;
+    out.push_str(name);
+    out.push_str(" {");
+    for (i, f) in fields.iter().enumerate() {
+        out.push_str(if i == 0 { " " } else { ", " });
+        out.push_str(f.name);
+        out.push_str(": ");
+        (f.write_type_name)(out);
+        let _ = write!(out, " @{}", f.offset);
+    }
+    out.push_str(" }");
+}
+
+/// Fails to compile, with a message that says what to do, unless `T`
+/// implements `bytemuck::Pod`: what `#[shm_safe(external_pod)]` promises.
+pub const fn assert_external_pod<T: ExternalPod>() {}
+
+/// See [`assert_external_pod`].
+#[diagnostic::on_unimplemented(
+    message = "`#[shm_safe(external_pod)]` says `{Self}` implements `bytemuck::Pod`, but it does not",
+    label = "no `bytemuck::Pod` impl",
+    note = "add `#[derive(bytemuck::Pod, bytemuck::Zeroable)]`, or remove `external_pod` to let `#[derive(ShmSafe)]` implement both"
+)]
+pub trait ExternalPod {}
+
+impl<T: bytemuck::Pod> ExternalPod for T {}
 
 /// Room for the longest message [`LayoutCheck`] writes; longer messages end
 /// with `…`.
@@ -95,7 +122,7 @@ impl LayoutCheck {
     /// Checks that the struct `name`, `size` bytes long, is not zero-sized
     /// and has no padding: `fields`, in declaration order (which
     /// `#[repr(C)]` keeps), must cover every byte exactly once.
-    pub const fn new(name: &str, size: usize, fields: &[FieldSpan]) -> Self {
+    pub const fn new(name: &str, size: usize, fields: &[Field]) -> Self {
         let mut check = LayoutCheck {
             buf: [0; MESSAGE_CAP],
             len: 0,
@@ -230,47 +257,22 @@ impl LayoutCheck {
     }
 }
 
-/// Writes `Name { field: type @offset, … }` for `ShmSafe::write_layout`.
-#[must_use = "call .finish()"]
-pub struct LayoutWriter<'a> {
-    out: &'a mut String,
-    fields: usize,
-}
+#[cfg(test)]
+mod tests {
+    use super::{Field, LayoutCheck, String, field, write_layout};
 
-impl<'a> LayoutWriter<'a> {
-    /// Starts the description of the struct `name`.
-    pub fn new(out: &'a mut String, name: &str) -> Self {
-        out.push_str(name);
-        out.push_str(" {");
-        LayoutWriter { out, fields: 0 }
-    }
-
-    /// Adds the field `name` at byte `offset`; `write_type` writes its type.
-    pub fn field(self, name: &str, offset: usize, write_type: fn(&mut String)) -> Self {
-        use core::fmt::Write as _;
-        let LayoutWriter { out, fields } = self;
-        out.push_str(if fields == 0 { " " } else { ", " });
-        out.push_str(name);
-        out.push_str(": ");
-        write_type(out);
-        let _ = write!(out, " @{offset}");
-        LayoutWriter {
-            out,
-            fields: fields + 1,
+    /// A field of `size` bytes (any `ShmSafe` type of that size will do).
+    fn sized(name: &'static str, offset: usize, size: usize) -> Field {
+        match size {
+            0 => field::<[u8; 0]>(name, offset),
+            1 => field::<u8>(name, offset),
+            2 => field::<u16>(name, offset),
+            4 => field::<u32>(name, offset),
+            _ => field::<u64>(name, offset),
         }
     }
 
-    /// Ends the description.
-    pub fn finish(self) {
-        self.out.push_str(" }");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{FieldSpan, LayoutCheck, LayoutWriter, String};
-
-    fn message(name: &str, size: usize, fields: &[FieldSpan]) -> Option<String> {
+    fn message(name: &str, size: usize, fields: &[Field]) -> Option<String> {
         LayoutCheck::new(name, size, fields)
             .error()
             .map(String::from)
@@ -278,18 +280,14 @@ mod tests {
 
     #[test]
     fn a_packed_layout_passes() {
-        let fields = [FieldSpan::new("a", 0, 4), FieldSpan::new("b", 4, 4)];
+        let fields = [sized("a", 0, 4), sized("b", 4, 4)];
         assert_eq!(message("S", 8, &fields), None);
     }
 
     #[test]
     fn padding_is_counted_and_located() {
         // struct S { a: u8, b: u32, c: u16 } under repr(C): 1 + 3 + 4 + 2 + 2.
-        let fields = [
-            FieldSpan::new("a", 0, 1),
-            FieldSpan::new("b", 4, 4),
-            FieldSpan::new("c", 8, 2),
-        ];
+        let fields = [sized("a", 0, 1), sized("b", 4, 4), sized("c", 8, 2)];
         assert_eq!(
             message("S", 12, &fields).as_deref(),
             Some(
@@ -302,7 +300,7 @@ mod tests {
 
     #[test]
     fn one_byte_is_singular() {
-        let fields = [FieldSpan::new("a", 0, 1)];
+        let fields = [sized("a", 0, 1)];
         let msg = message("S", 2, &fields).unwrap_or_default();
         assert!(msg.starts_with("`S` has 1 byte of padding"), "{msg}");
         assert!(
@@ -313,25 +311,26 @@ mod tests {
 
     #[test]
     fn zero_sized_is_refused() {
-        let msg = message("Z", 0, &[FieldSpan::new("a", 0, 0)]).unwrap_or_default();
+        let msg = message("Z", 0, &[sized("a", 0, 0)]).unwrap_or_default();
         assert!(msg.contains("`Z` is zero-sized"), "{msg}");
     }
 
     #[test]
     fn long_messages_are_cut_at_a_character_boundary() {
         let name = "é".repeat(300);
-        let msg = message(&name, 8, &[FieldSpan::new("a", 0, 1)]).unwrap_or_default();
+        let msg = message(&name, 8, &[sized("a", 0, 1)]).unwrap_or_default();
         assert!(msg.ends_with('…'), "{msg}");
         assert!(msg.len() <= super::MESSAGE_CAP);
     }
 
     #[test]
-    fn layout_writer_lists_fields_with_offsets() {
+    fn layout_lists_fields_with_offsets() {
         let mut s = String::new();
-        LayoutWriter::new(&mut s, "T")
-            .field("seq", 0, |o| o.push_str("u64"))
-            .field("temps", 8, |o| o.push_str("[f32; 8]"))
-            .finish();
+        write_layout(
+            &mut s,
+            "T",
+            &[field::<u64>("seq", 0), field::<[f32; 8]>("temps", 8)],
+        );
         assert_eq!(s, "T { seq: u64 @0, temps: [f32; 8] @8 }");
     }
 }

@@ -16,29 +16,16 @@ pub fn expand(s: &Struct) -> TokenStream {
     let krate = &options.krate;
     let private = quote!(#krate::__private);
 
-    let names: Vec<_> = fields.iter().map(|f| f.name.as_str()).collect();
-    let offsets: Vec<_> = fields
-        .iter()
-        .map(|f| {
-            let member = &f.member;
-            quote!(::core::mem::offset_of!(#ident, #member))
-        })
-        .collect();
-    // Every use of a field type goes through `ShmSafeField`, spanned at the
-    // field's type, so that a type which is not `ShmSafe` is reported there
-    // with a message that says what to do.
-    let fingerprints = fields.iter().map(|f| {
-        let ty = &f.ty;
-        quote_spanned!(ty.span()=> #private::field_fingerprint::<#ty>())
+    // One table of the fields, in declaration order. Each field type meets
+    // the `ShmSafeField` bound once, spanned at the type, so a type which is
+    // not `ShmSafe` is reported on the field with a message that says what
+    // to do. The fingerprint, the layout and the padding check read it.
+    let table = fields.iter().map(|f| {
+        let (ty, member, name) = (&f.ty, &f.member, &f.name);
+        let info = quote_spanned!(ty.span()=> #private::field::<#ty>);
+        quote!(#info(#name, ::core::mem::offset_of!(#ident, #member)))
     });
-    let type_names = fields.iter().map(|f| {
-        let ty = &f.ty;
-        quote_spanned!(ty.span()=> #private::field_type_name::<#ty>)
-    });
-    let sizes = fields.iter().map(|f| {
-        let ty = &f.ty;
-        quote!(::core::mem::size_of::<#ty>())
-    });
+    let count = fields.len();
 
     // SAFETY (of the emitted impls; the comment stays here because comments
     // do not survive into the expansion): `Zeroable`, `Pod` and `ShmSafe`
@@ -49,12 +36,14 @@ pub fn expand(s: &Struct) -> TokenStream {
     //   the build unless the field sizes add up to the struct's size;
     // - every field `Pod`, with every bit pattern valid and no pointers: the
     //   `ShmSafeField` bound on each field type requires `ShmSafe: Pod`;
-    // - `Copy + 'static`: `assert_copy` and the `Pod` impl require `Copy`;
-    //   `input` refused generics, so there are no lifetimes;
+    // - `Copy + 'static`: the `Pod` impl requires `Copy` (the compiler says
+    //   to derive it); `input` refused generics, so there are no lifetimes;
     // - a fingerprint from the name, size, alignment and every field's name,
     //   offset and fingerprint: built below with `FingerprintBuilder`.
     let pod = if options.external_pod {
-        quote!()
+        quote_spanned! {ident.span()=>
+            const _: () = #private::assert_external_pod::<#ident>();
+        }
     } else {
         quote! {
             #[allow(unsafe_code)]
@@ -65,7 +54,6 @@ pub fn expand(s: &Struct) -> TokenStream {
             unsafe impl #private::bytemuck::Pod for #ident {}
         }
     };
-    let copy_check = quote_spanned!(ident.span()=> #private::assert_copy::<#ident>(););
     let panic = quote_spanned!(ident.span()=>
         if let ::core::option::Option::Some(message) = check.error() {
             ::core::panic!("{}", message);
@@ -74,37 +62,34 @@ pub fn expand(s: &Struct) -> TokenStream {
 
     quote! {
         const _: () = {
+            const __SHM_SAFE_FIELDS: [#private::Field; #count] = [ #( #table ),* ];
+
             #pod
 
             #[allow(unsafe_code)]
             #[automatically_derived]
             unsafe impl #private::ShmSafe for #ident {
-                const FINGERPRINT: ::core::primitive::u64 =
-                    #private::FingerprintBuilder::new(
-                        #name,
-                        ::core::mem::size_of::<#ident>(),
-                        ::core::mem::align_of::<#ident>(),
-                    )
-                    #( .field(#names, #offsets, #fingerprints) )*
-                    .finish();
+                const FINGERPRINT: ::core::primitive::u64 = #private::fingerprint(
+                    #name,
+                    ::core::mem::size_of::<#ident>(),
+                    ::core::mem::align_of::<#ident>(),
+                    &__SHM_SAFE_FIELDS,
+                );
 
                 fn write_type_name(out: &mut #private::String) {
                     out.push_str(#name);
                 }
 
                 fn write_layout(out: &mut #private::String) {
-                    #private::LayoutWriter::new(out, #name)
-                        #( .field(#names, #offsets, #type_names) )*
-                        .finish();
+                    #private::write_layout(out, #name, &__SHM_SAFE_FIELDS);
                 }
             }
 
             const _: () = {
-                #copy_check
                 let check = #private::LayoutCheck::new(
                     #name,
                     ::core::mem::size_of::<#ident>(),
-                    &[ #( #private::FieldSpan::new(#names, #offsets, #sizes) ),* ],
+                    &__SHM_SAFE_FIELDS,
                 );
                 #panic
             };

@@ -2,7 +2,7 @@
 //! the token that causes it.
 
 use proc_macro2::Span;
-use syn::spanned::Spanned as _;
+use quote::ToTokens as _;
 use syn::{Attribute, Error, Ident, LitInt, Result, Token};
 
 /// The layouts a `ShmSafe` struct may ask for.
@@ -24,10 +24,13 @@ pub fn check(ident: &Ident, attrs: &[Attribute]) -> Result<()> {
         let mut layout: Option<(Layout, Span)> = None;
         let mut align: Option<Span> = None;
         let mut errors = Errors::default();
-        let mut any_repr: Option<Span> = None;
+        let mut any_repr: Option<&Attribute> = None;
+        // A repr we refused already explains itself; do not also say that
+        // `repr(C)` is missing.
+        let mut refused = false;
 
         for attr in attrs.iter().filter(|a| a.path().is_ident("repr")) {
-            any_repr.get_or_insert(attr.span());
+            any_repr.get_or_insert(attr);
             let parsed = attr.parse_nested_meta(|meta| {
                 let Some(word) = meta.path.get_ident() else {
                     return Err(meta.error("unknown `repr` option"));
@@ -61,6 +64,7 @@ pub fn check(ident: &Ident, attrs: &[Attribute]) -> Result<()> {
                             syn::parenthesized!(content in meta.input);
                             let _: LitInt = content.parse()?;
                         }
+                        refused = true;
                         errors.push(Error::new(
                             span,
                             "`#[derive(ShmSafe)]` does not support `packed`: fields of a \
@@ -69,14 +73,20 @@ pub fn check(ident: &Ident, attrs: &[Attribute]) -> Result<()> {
                         ));
                     }
                     "Rust" | "u8" | "u16" | "u32" | "u64" | "u128" | "usize" | "i8" | "i16"
-                    | "i32" | "i64" | "i128" | "isize" => errors.push(Error::new(
-                        span,
-                        format!(
-                            "conflicting `repr({word})`: `#[derive(ShmSafe)]` needs \
-                             `#[repr(C)]` or `#[repr(transparent)]`"
-                        ),
-                    )),
-                    _ => errors.push(Error::new(span, format!("unknown `repr({word})`"))),
+                    | "i32" | "i64" | "i128" | "isize" => {
+                        refused = true;
+                        errors.push(Error::new(
+                            span,
+                            format!(
+                                "conflicting `repr({word})`: `#[derive(ShmSafe)]` needs \
+                                 `#[repr(C)]` or `#[repr(transparent)]`"
+                            ),
+                        ));
+                    }
+                    _ => {
+                        refused = true;
+                        errors.push(Error::new(span, format!("unknown `repr({word})`")));
+                    }
                 }
                 // Skip the rest of an option we did not understand.
                 if meta.input.peek(syn::token::Paren) {
@@ -102,8 +112,9 @@ pub fn check(ident: &Ident, attrs: &[Attribute]) -> Result<()> {
                 ));
             }
             Some(_) => {}
-            None => errors.push(Error::new(
-                any_repr.unwrap_or_else(|| ident.span()),
+            None if refused => {}
+            None => errors.push(Error::new_spanned(
+                any_repr.map_or_else(|| ident.to_token_stream(), |a| a.to_token_stream()),
                 format!(
                     "`#[derive(ShmSafe)]` needs a fixed field layout: add `#[repr(C)]` to \
                      `{ident}` (or `#[repr(transparent)]` for a single-field wrapper); \
