@@ -54,8 +54,12 @@ pub fn expand(s: &Struct) -> TokenStream {
             unsafe impl #private::bytemuck::Pod for #ident {}
         }
     };
+    // The panic is spanned at the struct's name, so the error points there.
+    // Its local is bound with the same span as its uses: a struct declared
+    // by a `macro_rules!` macro has a span with another hygiene context.
+    let check = syn::Ident::new("check", proc_macro2::Span::call_site());
     let panic = quote_spanned!(ident.span()=>
-        if let ::core::option::Option::Some(message) = check.error() {
+        if let ::core::option::Option::Some(message) = #check.error() {
             ::core::panic!("{}", message);
         }
     );
@@ -86,7 +90,7 @@ pub fn expand(s: &Struct) -> TokenStream {
             }
 
             const _: () = {
-                let check = #private::LayoutCheck::new(
+                let #check = #private::LayoutCheck::new(
                     #name,
                     ::core::mem::size_of::<#ident>(),
                     &__SHM_SAFE_FIELDS,

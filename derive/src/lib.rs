@@ -32,7 +32,7 @@ use proc_macro::TokenStream;
 ///
 /// // It is `bytemuck::Pod`, so it can be viewed as bytes…
 /// let t = Telemetry { seq: 1, temps: [0.5; 8] };
-/// assert_eq!(typed_shm::__private::bytemuck::bytes_of(&t).len(), 40);
+/// assert_eq!(bytemuck::bytes_of(&t).len(), 40);
 ///
 /// // …and it has a readable layout and a fingerprint, which `attach` compares.
 /// let mut layout = String::new();
@@ -84,7 +84,6 @@ use proc_macro::TokenStream;
 /// emits only `ShmSafe` (it still makes every check above):
 ///
 /// ```
-/// # use typed_shm::__private::bytemuck; // a user depends on bytemuck directly
 /// use typed_shm::ShmSafe;
 ///
 /// #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable, ShmSafe)]
