@@ -3,6 +3,8 @@
 //! composition with bytemuck's own derives.
 // The derive must work in a crate that denies unsafe code.
 #![deny(unsafe_code)]
+// The generated code must not trip lints a strict user crate enables.
+#![warn(clippy::pedantic, clippy::nursery, missing_docs)]
 
 use typed_shm::__private::bytemuck;
 use typed_shm::ShmSafe;
@@ -209,7 +211,7 @@ struct FromBytemuck {
 fn composes_with_bytemuck_derives() {
     let v: FromBytemuck = bytemuck::cast([1u32, 0]);
     assert_eq!(v.a, 1);
-    assert_eq!(v.b, 0.0);
+    assert_eq!(v.b.to_bits(), 0);
     assert_eq!(
         layout::<FromBytemuck>(),
         "FromBytemuck { a: u32 @0, b: f32 @4 }"

@@ -57,10 +57,10 @@ pub fn expand(s: &Struct) -> TokenStream {
     // The panic is spanned at the struct's name, so the error points there.
     // Its local is bound with the same span as its uses: a struct declared
     // by a `macro_rules!` macro has a span with another hygiene context.
-    let check = syn::Ident::new("check", proc_macro2::Span::call_site());
+    let check = syn::Ident::new("__shm_safe_check", proc_macro2::Span::call_site());
     let panic = quote_spanned!(ident.span()=>
-        if let ::core::option::Option::Some(message) = #check.error() {
-            ::core::panic!("{}", message);
+        if let ::core::option::Option::Some(__shm_safe_message) = #check.error() {
+            ::core::panic!("{}", __shm_safe_message);
         }
     );
 

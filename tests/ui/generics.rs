@@ -19,4 +19,14 @@ struct Lifetime<'a> {
     r: &'a u32,
 }
 
+// A `where` clause without parameters has nothing to say; refused too.
+#[derive(Clone, Copy, ShmSafe)]
+#[repr(C)]
+struct WhereClause
+where
+    u32: Copy,
+{
+    a: u32,
+}
+
 fn main() {}

@@ -14,4 +14,10 @@ struct IntegerRepr {
     a: u32,
 }
 
+#[derive(Clone, Copy, ShmSafe)]
+#[repr(C, transparent)]
+struct Both {
+    a: u32,
+}
+
 fn main() {}
