@@ -12,29 +12,20 @@ pub use std::string::String;
 /// The check the derive puts on every field type, so that the compiler error
 /// lands on the field and says what to do.
 ///
-/// It has a blanket impl for every [`ShmSafe`] type and forwards to it; the
-/// generated code uses only this trait for fields, so a field that is not
-/// `ShmSafe` is reported once, with this message.
+/// It has a blanket impl for every [`ShmSafe`] type; the generated code
+/// reaches field types only through this bound, so a field that is not
+/// `ShmSafe` is reported once, with this message. `ShmSafe` is its
+/// supertrait, so that no other impl can let a type through without the
+/// `unsafe impl ShmSafe` that vouches for it.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be a field of a `ShmSafe` struct: it is not `ShmSafe`",
     label = "not `ShmSafe`: this field cannot live in shared memory",
     note = "pointers and references mean nothing in another process, and `bool`, `char`, enums, `Option` and `NonZero*` have bit patterns that are not valid values; `String`, `Vec` and `Box` point to the heap",
     note = "use integers (`u8` for a flag, `u32` for a `char`), `f32`/`f64`, fixed-size arrays `[T; N]`, or another struct with `#[derive(ShmSafe)]`"
 )]
-pub trait ShmSafeField {
-    /// `<Self as ShmSafe>::FINGERPRINT`.
-    const FINGERPRINT: u64;
-    /// `<Self as ShmSafe>::write_type_name`.
-    fn write_type_name(out: &mut String);
-}
+pub trait ShmSafeField: ShmSafe {}
 
-impl<T: ShmSafe> ShmSafeField for T {
-    const FINGERPRINT: u64 = T::FINGERPRINT;
-
-    fn write_type_name(out: &mut String) {
-        T::write_type_name(out);
-    }
-}
+impl<T: ShmSafe> ShmSafeField for T {}
 
 /// Everything the generated code needs to know about one field.
 ///
