@@ -120,10 +120,9 @@ impl LayoutCheck {
             truncated: false,
         };
         if size == 0 {
-            return check
-                .text("`")
-                .text(name)
-                .text("` is zero-sized: a shared memory segment needs at least one byte of data; add a field");
+            return check.text("`").text(name).text(
+                "` is zero-sized: a shared memory segment needs at least one byte of data; add a field",
+            );
         }
         let mut covered = 0;
         let mut i = 0;
@@ -240,11 +239,7 @@ impl LayoutCheck {
 
     const fn bytes(self, n: usize) -> Self {
         let s = self.num(n);
-        if n == 1 {
-            s.text(" byte")
-        } else {
-            s.text(" bytes")
-        }
+        if n == 1 { s.text(" byte") } else { s.text(" bytes") }
     }
 }
 
@@ -264,9 +259,7 @@ mod tests {
     }
 
     fn message(name: &str, size: usize, fields: &[Field]) -> Option<String> {
-        LayoutCheck::new(name, size, fields)
-            .error()
-            .map(String::from)
+        LayoutCheck::new(name, size, fields).error().map(String::from)
     }
 
     #[test]
@@ -294,10 +287,7 @@ mod tests {
         let fields = [sized("a", 0, 1)];
         let msg = message("S", 2, &fields).unwrap_or_default();
         assert!(msg.starts_with("`S` has 1 byte of padding"), "{msg}");
-        assert!(
-            msg.ends_with("`_pad0: [u8; 1]` at the end (offset 1)"),
-            "{msg}"
-        );
+        assert!(msg.ends_with("`_pad0: [u8; 1]` at the end (offset 1)"), "{msg}");
     }
 
     #[test]

@@ -47,19 +47,12 @@ fn every_layout_change_changes_the_fingerprint() {
         ("u32 -> i32", retyped_signed::S::FINGERPRINT),
         ("u32 -> f32", retyped_float::S::FINGERPRINT),
         ("[u8; 4] -> [u16; 2]", retyped_element::S::FINGERPRINT),
-        (
-            "[u8; 4] -> [[u8; 2]; 2]",
-            retyped_nested_array::S::FINGERPRINT,
-        ),
+        ("[u8; 4] -> [[u8; 2]; 2]", retyped_nested_array::S::FINGERPRINT),
         ("type renamed", type_renamed::T::FINGERPRINT),
         ("align(8)", over_aligned::S::FINGERPRINT),
     ];
     for (i, (what, fp)) in variants.iter().enumerate() {
-        assert_ne!(
-            *fp,
-            base::S::FINGERPRINT,
-            "{what}: same fingerprint as the base"
-        );
+        assert_ne!(*fp, base::S::FINGERPRINT, "{what}: same fingerprint as the base");
         for (other, fp2) in &variants[i + 1..] {
             assert_ne!(fp, fp2, "{what} and {other} collide");
         }
@@ -114,10 +107,7 @@ variant!(as_transparent #[repr(transparent)] Celsius { value: f32 });
 fn transparent_and_c_wrappers_of_one_field_have_the_same_layout() {
     // Both put the one field at offset 0 with its size and alignment, so the
     // bytes mean the same in either program.
-    assert_eq!(
-        as_c::Celsius::FINGERPRINT,
-        as_transparent::Celsius::FINGERPRINT
-    );
+    assert_eq!(as_c::Celsius::FINGERPRINT, as_transparent::Celsius::FINGERPRINT);
 }
 
 #[derive(Clone, Copy, ShmSafe)]
@@ -139,10 +129,7 @@ fn golden_derived_fingerprints() {
         ("nested_v1::Inner", nested_v1::Inner::FINGERPRINT),
         ("nested_v1::Outer", nested_v1::Outer::FINGERPRINT),
         ("over_aligned::S", over_aligned::S::FINGERPRINT),
-        (
-            "as_transparent::Celsius",
-            as_transparent::Celsius::FINGERPRINT,
-        ),
+        ("as_transparent::Celsius", as_transparent::Celsius::FINGERPRINT),
     ];
     let want: [u64; 5] = [
         0x9575_c9f0_4f89_b2bd,

@@ -133,10 +133,7 @@ struct Aligned16 {
 fn repr_c_align_n() {
     assert_eq!(core::mem::align_of::<Slot>(), 64);
     assert_eq!(core::mem::size_of::<[Slot; 2]>(), 128);
-    assert_eq!(
-        layout::<Slot>(),
-        "Slot { value: u64 @0, _pad0: [u8; 56] @8 }"
-    );
+    assert_eq!(layout::<Slot>(), "Slot { value: u64 @0, _pad0: [u8; 56] @8 }");
     assert_eq!(core::mem::align_of::<Aligned16>(), 16);
     // The same fields with another alignment give another fingerprint.
     let natural = typed_shm::FingerprintBuilder::new("Aligned16", 16, 4)
@@ -159,10 +156,7 @@ struct Keywords {
 #[test]
 fn tuple_structs_and_raw_identifiers() {
     assert_eq!(layout::<Pair>(), "Pair { 0: u32 @0, 1: u32 @4 }");
-    assert_eq!(
-        layout::<Keywords>(),
-        "Keywords { type: u16 @0, match: u16 @2 }"
-    );
+    assert_eq!(layout::<Keywords>(), "Keywords { type: u16 @0, match: u16 @2 }");
 }
 
 #[derive(Clone, Copy, ShmSafe)]
@@ -212,10 +206,7 @@ fn composes_with_bytemuck_derives() {
     let v: FromBytemuck = bytemuck::cast([1u32, 0]);
     assert_eq!(v.a, 1);
     assert_eq!(v.b.to_bits(), 0);
-    assert_eq!(
-        layout::<FromBytemuck>(),
-        "FromBytemuck { a: u32 @0, b: f32 @4 }"
-    );
+    assert_eq!(layout::<FromBytemuck>(), "FromBytemuck { a: u32 @0, b: f32 @4 }");
 }
 
 mod renamed {
@@ -247,10 +238,7 @@ pub struct Documented {
 
 #[test]
 fn attributes_and_visibility_on_fields() {
-    assert_eq!(
-        layout::<Documented>(),
-        "Documented { a: u16 @0, b: u16 @2 }"
-    );
+    assert_eq!(layout::<Documented>(), "Documented { a: u16 @0, b: u16 @2 }");
     let d = Documented::default();
     assert_eq!(d.b, 0);
 }

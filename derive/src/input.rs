@@ -162,10 +162,9 @@ fn check_field_type(ty: &Type, errors: &mut Errors) {
             "a slice has no fixed size; use an array `[T; N]`, or a \
              `SharedMemory<[T]>` for a slice segment",
         ),
-        Type::Tuple(t) if t.elems.is_empty() => refuse(
-            errors,
-            "`()` is zero-sized and carries nothing; remove the field",
-        ),
+        Type::Tuple(t) if t.elems.is_empty() => {
+            refuse(errors, "`()` is zero-sized and carries nothing; remove the field")
+        }
         Type::Tuple(_) => refuse(
             errors,
             "a tuple has no fixed layout; use an array, or a struct with \

@@ -72,8 +72,8 @@ pub fn check(ident: &Ident, attrs: &[Attribute]) -> Result<()> {
                              gaps with explicit `_pad: [u8; N]` fields",
                         ));
                     }
-                    "Rust" | "u8" | "u16" | "u32" | "u64" | "u128" | "usize" | "i8" | "i16"
-                    | "i32" | "i64" | "i128" | "isize" => {
+                    "Rust" | "u8" | "u16" | "u32" | "u64" | "u128" | "usize" | "i8" | "i16" | "i32"
+                    | "i64" | "i128" | "isize" => {
                         refused = true;
                         errors.push(Error::new(
                             span,
