@@ -21,7 +21,7 @@ use proc_macro::TokenStream;
 /// One derive is all a struct needs, next to `Clone` and `Copy`:
 ///
 /// ```
-/// use typed_shm::ShmSafe;
+/// use typed_shm::{SharedMemory, ShmSafe};
 ///
 /// #[derive(Clone, Copy, ShmSafe)]
 /// #[repr(C)]
@@ -29,6 +29,11 @@ use proc_macro::TokenStream;
 ///     seq: u64,
 ///     temps: [f32; 8],
 /// }
+///
+/// # let key = format!("doc-derive-{}", std::process::id());
+/// let shm = SharedMemory::<Telemetry>::create(&key, Telemetry { seq: 0, temps: [0.0; 8] })?;
+/// shm.lock().unwrap().seq += 1;
+/// assert_eq!(shm.lock().unwrap().seq, 1);
 ///
 /// // It is `bytemuck::Pod`, so it can be viewed as bytes…
 /// let t = Telemetry { seq: 1, temps: [0.5; 8] };
@@ -39,6 +44,30 @@ use proc_macro::TokenStream;
 /// Telemetry::write_layout(&mut layout);
 /// assert_eq!(layout, "Telemetry { seq: u64 @0, temps: [f32; 8] @8 }");
 /// assert_ne!(Telemetry::FINGERPRINT, 0);
+/// # Ok::<(), typed_shm::Error>(())
+/// ```
+///
+/// A program whose `Telemetry` has another layout cannot attach, even when the
+/// size is the same:
+///
+/// ```
+/// # use typed_shm::{ErrorKind, SharedMemory, ShmSafe};
+/// # #[derive(Clone, Copy, ShmSafe)]
+/// # #[repr(C)]
+/// # struct Telemetry { seq: u64, temps: [f32; 8] }
+/// mod other_program {
+///     #[derive(Clone, Copy, typed_shm::ShmSafe)]
+///     #[repr(C)]
+///     pub struct Telemetry { pub seq: u32, pub flags: u32, pub temps: [f32; 8] }
+/// }
+///
+/// # let key = format!("doc-derive-mismatch-{}", std::process::id());
+/// let shm = SharedMemory::<Telemetry>::create(&key, Telemetry { seq: 0, temps: [0.0; 8] })?;
+/// let err = SharedMemory::<other_program::Telemetry>::attach(&key).unwrap_err();
+/// assert_eq!(err.kind(), ErrorKind::LayoutMismatch);
+/// assert!(err.to_string().contains("holds Telemetry { seq: u64 @0, temps: [f32; 8] @8 }"));
+/// assert!(err.to_string().contains("expects Telemetry { seq: u32 @0, flags: u32 @4, temps: [f32; 8] @8 }"));
+/// # Ok::<(), typed_shm::Error>(())
 /// ```
 ///
 /// # What the derive checks
