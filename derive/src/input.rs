@@ -1,7 +1,6 @@
 //! Parse and validate: turn the derive input into a [`Struct`] the expansion
 //! can trust, or into errors that point at the offending tokens.
 
-use proc_macro2::Span;
 use syn::ext::IdentExt as _;
 use syn::spanned::Spanned as _;
 use syn::{Data, DeriveInput, Error, Fields, Ident, Member, Result, Type};
@@ -75,13 +74,10 @@ impl Struct {
         if let Err(e) = repr::check(&ident, &attrs) {
             errors.push(e);
         }
-        let options = match Options::parse(&attrs) {
-            Ok(o) => Some(o),
-            Err(e) => {
-                errors.push(e);
-                None
-            }
-        };
+        let options = Options::parse(&attrs);
+        if let Err(e) = &options {
+            errors.push(e.clone());
+        }
 
         if fields.is_empty() {
             let span = match &fields {
@@ -122,7 +118,8 @@ impl Struct {
         Ok(Struct {
             name: ident.unraw().to_string(),
             ident,
-            options: options.ok_or_else(|| Error::new(Span::call_site(), "bad options"))?,
+            // Its error, if any, was reported by `errors` already.
+            options: options?,
             fields: out,
         })
     }
