@@ -133,9 +133,15 @@ impl Error {
                 ErrorKind::OutOfResources,
                 "not enough memory, space in /dev/shm or file descriptors: free some, or raise the limit",
             ),
-            Some(libc::ENAMETOOLONG | libc::EINVAL) => {
-                (ErrorKind::KeyError, "the OS rejected the segment name")
-            }
+            Some(libc::ENAMETOOLONG) => (ErrorKind::KeyError, "the OS rejected the segment name"),
+            // Keys are checked before any call, so glibc's shm_open reports
+            // EINVAL only for a directory under the name (it turns EISDIR
+            // into EINVAL).
+            Some(libc::EINVAL) if call == "shm_open" => (
+                ErrorKind::Corrupted,
+                "something that is not a shared-memory object (a directory?) has this name; it was \
+                 left untouched",
+            ),
             Some(libc::ELOOP) => (
                 ErrorKind::Corrupted,
                 "the name is a symbolic link, which is never followed: remove it",

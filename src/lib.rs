@@ -23,7 +23,7 @@
 //!
 //! # Two processes
 //!
-//! ```ignore
+//! ```no_run
 //! use typed_shm::{SharedMemory, ShmSafe};
 //!
 //! #[derive(Clone, Copy, ShmSafe)]

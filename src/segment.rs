@@ -601,7 +601,10 @@ fn reclaim(key: &str, native: &str, cname: &CString) -> Result<(), Error> {
                 " as a symbolic link, which is never followed nor removed; choose another key",
             ));
         }
-        Err(e) => return Err(Error::os("shm_open", key, e)),
+        Err(e) => {
+            let why = Error::os("shm_open", key, e);
+            return Err(exists(&format!(" but cannot be opened as a segment: {why}")));
+        }
     };
     let st = match check_owner(key, &fd) {
         Ok(st) => st,

@@ -106,8 +106,9 @@ impl Child {
         let (tx, rx) = channel();
         std::thread::spawn(move || {
             for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if let Some(rest) = line.strip_prefix(MARK) {
-                    if tx.send(rest.to_string()).is_err() {
+                // The harness may print "test name ... " on the same line.
+                if let Some(at) = line.find(MARK) {
+                    if tx.send(line[at + MARK.len()..].to_string()).is_err() {
                         break;
                     }
                 }
@@ -133,7 +134,10 @@ impl Child {
             }
             Err(RecvTimeoutError::Disconnected) => {
                 let status = self.proc.wait().ok();
-                panic!("child {:?} ended ({status:?}) before printing its line", self.role)
+                panic!(
+                    "child {:?} ended ({status:?}) before printing its line",
+                    self.role
+                )
             }
         }
     }
@@ -198,7 +202,8 @@ pub fn role() -> Option<(String, String)> {
 
 /// In a child: tells the parent `line`.
 pub fn say(line: &str) {
-    println!("{MARK}{line}");
+    // Start a fresh line: the harness may have printed "test name ... ".
+    println!("\n{MARK}{line}");
     std::io::stdout().flush().expect("flush stdout");
 }
 
