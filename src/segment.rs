@@ -18,6 +18,10 @@
 //! - *reclaim*: `create` on an existing name tries the write lock; if it gets
 //!   it, nobody is attached (everyone died), and the object is removed —
 //!   provided it belongs to this user and is a typed-shm object.
+//! - *counting*: every handle also write-locks one byte of its own, a *slot*
+//!   at `SLOT_BASE + i` (the lowest free one), so `attach_count` can find each
+//!   live handle with `F_OFD_GETLK` — an exact count, which `/proc/locks`
+//!   (a global list read in pieces while it changes) cannot give.
 #![allow(unsafe_code)]
 
 use std::ffi::CString;
@@ -35,6 +39,11 @@ use crate::sys::{self, OfdLock, Stat};
 
 /// How often `create` retries after reclaiming a stale object or losing a race.
 const CREATE_ATTEMPTS: u32 = 16;
+
+/// First byte of the attachment slots (byte 0 holds the lifetime lock).
+const SLOT_BASE: u64 = 1;
+/// Most handles attached to one segment at once.
+const MAX_SLOTS: u64 = 1 << 20;
 
 /// Settings for creating and attaching.
 #[derive(Clone, Copy, Debug)]
@@ -126,6 +135,42 @@ fn map_header(fd: &OwnedFd, key: &str) -> Result<MmapRaw, Error> {
 /// Whether `native` still names the file `st` (compared by device and inode).
 fn name_refers_to(native: &str, st: &Stat) -> bool {
     sys::name_stat(native).is_ok_and(|n| n.same_file(st))
+}
+
+/// Write-locks the lowest free attachment slot of `fd`, so that
+/// `attach_count` finds this handle.
+fn take_slot(key: &str, fd: &OwnedFd) -> Result<(), Error> {
+    for slot in SLOT_BASE..SLOT_BASE + MAX_SLOTS {
+        if sys::ofd_lock_range(fd, OfdLock::Write, slot, 1)
+            .map_err(|e| unknown(key, "fcntl(F_OFD_SETLK)", e))?
+        {
+            return Ok(());
+        }
+    }
+    Err(Error::new(
+        ErrorKind::OutOfResources,
+        format!("segment {key:?} already has {MAX_SLOTS} attachments"),
+    ))
+}
+
+/// Attachment slots held by other open file descriptions of the file.
+fn count_other_slots(fd: &OwnedFd) -> std::io::Result<usize> {
+    let mut count = 0;
+    let mut ranges = vec![(SLOT_BASE, SLOT_BASE + MAX_SLOTS)];
+    // Each query finds one lock in a range (any one) or proves it free; the
+    // parts on either side of a found lock are searched again.
+    while let Some((start, end)) = ranges.pop() {
+        if start >= end {
+            continue;
+        }
+        if let Some((at, len)) = sys::ofd_conflict(fd, start, end - start)? {
+            count += 1;
+            let at_end = if len == 0 { end } else { at.saturating_add(len) };
+            ranges.push((start, at.max(start)));
+            ranges.push((at_end.max(start), end));
+        }
+    }
+    Ok(count)
 }
 
 /// Removes `cname` unless it was already removed.
@@ -296,6 +341,7 @@ impl Segment {
                 format!("segment {key:?}: lock conversion refused"),
             ));
         }
+        take_slot(key, fd)?;
         cleanup.0 = None;
         Ok(seg)
     }
@@ -425,6 +471,7 @@ impl Segment {
                 opts.map_raw_read_only(fd.as_raw_fd())
             }
             .map_err(|e| map_error(key, "the segment data", e))?;
+            take_slot(key, &fd)?;
             let seg = Segment {
                 key: key.to_owned(),
                 native,
@@ -494,11 +541,17 @@ impl Segment {
         unsafe { header_atomic(self.header, offset_of!(Header, attach_count)) }
     }
 
-    /// Live attachments in all processes: the kernel's count of lock holders,
-    /// or the header's advisory counter where `/proc/locks` is unavailable.
+    /// Live attachments in all processes: this handle and the slots that the
+    /// kernel holds for others, or the header's advisory counter if the
+    /// kernel cannot be asked.
     pub(crate) fn attach_count(&self) -> usize {
-        sys::count_ofd_locks(self.stat.dev, self.stat.ino)
-            .unwrap_or_else(|| self.attach_counter().load(Ordering::Relaxed) as usize)
+        self.maps
+            .as_ref()
+            .and_then(|m| count_other_slots(&m.fd).ok())
+            .map_or_else(
+                || self.attach_counter().load(Ordering::Relaxed) as usize,
+                |n| n + 1,
+            )
     }
 
     /// Whether this handle was made in this process (not inherited by `fork`).
@@ -535,7 +588,9 @@ impl Segment {
         let _ = self
             .attach_counter()
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
-        sys::ofd_lock(&maps.fd, OfdLock::Unlock).map_err(|e| unknown(key, "fcntl(F_OFD_SETLK)", e))?;
+        // Release the lifetime lock and the slot.
+        sys::ofd_lock_range(&maps.fd, OfdLock::Unlock, 0, 0)
+            .map_err(|e| unknown(key, "fcntl(F_OFD_SETLK)", e))?;
         if sys::ofd_lock(&maps.fd, OfdLock::Write).map_err(|e| unknown(key, "fcntl(F_OFD_SETLK)", e))? {
             // Nobody else is attached: we are the last. Attachers that opened
             // the name meanwhile see DESTROYED (or another file) and start over.

@@ -173,6 +173,11 @@ pub(crate) enum OfdLock {
 /// the kernel when the description is closed — including when the process is
 /// killed.
 pub(crate) fn ofd_lock(fd: &OwnedFd, kind: OfdLock) -> io::Result<bool> {
+    ofd_lock_range(fd, kind, 0, 1)
+}
+
+fn flock(kind: OfdLock, start: u64, len: u64) -> io::Result<libc::flock> {
+    let range = |n: u64| libc::off_t::try_from(n).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL));
     // SAFETY: `flock` is a plain C struct; all-zero is a valid value of it.
     let mut fl: libc::flock = unsafe { std::mem::zeroed() };
     fl.l_type = match kind {
@@ -181,10 +186,17 @@ pub(crate) fn ofd_lock(fd: &OwnedFd, kind: OfdLock) -> io::Result<bool> {
         OfdLock::Unlock => libc::F_UNLCK,
     } as libc::c_short;
     fl.l_whence = libc::SEEK_SET as libc::c_short;
-    fl.l_start = 0;
-    fl.l_len = 1;
+    fl.l_start = range(start)?;
+    fl.l_len = range(len)?;
     // l_pid must be 0 for OFD locks (fcntl(2)).
     fl.l_pid = 0;
+    Ok(fl)
+}
+
+/// [`ofd_lock`] on the bytes `[start, start + len)`; `len == 0` means "to
+/// the end of the file and beyond".
+pub(crate) fn ofd_lock_range(fd: &OwnedFd, kind: OfdLock, start: u64, len: u64) -> io::Result<bool> {
+    let fl = flock(kind, start, len)?;
     // SAFETY: fcntl(2) F_OFD_SETLK requires an open fd (an OwnedFd) and a
     // pointer to a valid `struct flock` with l_pid == 0 (built above).
     if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_OFD_SETLK, &fl) } == 0 {
@@ -197,37 +209,22 @@ pub(crate) fn ofd_lock(fd: &OwnedFd, kind: OfdLock) -> io::Result<bool> {
     }
 }
 
-/// Counts the open-file-description locks the kernel holds on byte 0 of the
-/// file `(dev, ino)`, from `/proc/locks`. `None` if `/proc` cannot be read.
-pub(crate) fn count_ofd_locks(dev: u64, ino: u64) -> Option<usize> {
-    let text = std::fs::read_to_string("/proc/locks").ok()?;
-    let major = libc::major(dev);
-    let minor = libc::minor(dev);
-    let count = text
-        .lines()
-        .filter(|line| {
-            // "12: OFDLCK ADVISORY  READ  -1 00:1a:1234 0 0"; blocked waiters
-            // have "->" after the number and are not holders.
-            let mut f = line.split_whitespace();
-            let (Some(_), Some(class)) = (f.next(), f.next()) else {
-                return false;
-            };
-            if class != "OFDLCK" {
-                return false;
-            }
-            let Some(id) = f.nth(3) else { return false };
-            let start = f.next();
-            let mut parts = id.split(':');
-            let (Some(ma), Some(mi), Some(i)) = (parts.next(), parts.next(), parts.next()) else {
-                return false;
-            };
-            u32::from_str_radix(ma, 16).ok() == Some(major)
-                && u32::from_str_radix(mi, 16).ok() == Some(minor)
-                && i.parse::<u64>().ok() == Some(ino)
-                && start == Some("0")
-        })
-        .count();
-    Some(count)
+/// A lock held by another open file description that conflicts with a
+/// write lock on `[start, start + len)`, as `(start, len)`; `None` if there
+/// is none. Locks of `fd`'s own description never conflict with it.
+pub(crate) fn ofd_conflict(fd: &OwnedFd, start: u64, len: u64) -> io::Result<Option<(u64, u64)>> {
+    let mut fl = flock(OfdLock::Write, start, len)?;
+    // SAFETY: fcntl(2) F_OFD_GETLK requires an open fd (an OwnedFd) and a
+    // pointer to a valid, writable `struct flock` with l_pid == 0 (built
+    // above), which it overwrites with the conflicting lock, if any.
+    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_OFD_GETLK, &mut fl) } != 0 {
+        return Err(last_error());
+    }
+    if fl.l_type == libc::F_UNLCK as libc::c_short {
+        return Ok(None);
+    }
+    let field = |n: libc::off_t| u64::try_from(n).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL));
+    Ok(Some((field(fl.l_start)?, field(fl.l_len)?)))
 }
 
 static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
