@@ -235,42 +235,64 @@ impl Segment {
         }
         let deadline = Instant::now() + settings.timeout;
 
+        // From here on, a failure removes what this call created — if the
+        // name still refers to it.
+        struct Unlink {
+            native: String,
+            cname: CString,
+            file: Option<Stat>,
+        }
+        impl Drop for Unlink {
+            fn drop(&mut self) {
+                if let Some(st) = &self.file
+                    && name_refers_to(&self.native, st)
+                {
+                    unlink(&self.cname);
+                }
+            }
+        }
+
         let mut attempt = 0;
-        let fd = loop {
+        let (fd, mut cleanup) = loop {
             attempt += 1;
-            match sys::shm_open(&cname, true, 0o600) {
-                Ok(fd) => break fd,
+            let fd = match sys::shm_open(&cname, true, 0o600) {
+                Ok(fd) => fd,
                 Err(e) if e.raw_os_error() == Some(libc::EEXIST) && attempt < CREATE_ATTEMPTS => {
                     reclaim(key, &native, &cname)?;
+                    continue;
                 }
                 Err(e) => return Err(Error::os("shm_open", key, e)),
+            };
+            let cleanup = Unlink {
+                native: native.clone(),
+                cname: cname.clone(),
+                file: Some(sys::fstat(&fd).map_err(|e| unknown(key, "fstat", e))?),
+            };
+            // An attacher may hold a read lock for an instant while it finds
+            // the object empty; wait for it to let go.
+            let mut waits = 0;
+            while !sys::ofd_lock(&fd, OfdLock::Write).map_err(|e| unknown(key, "fcntl(F_OFD_SETLK)", e))? {
+                waits += 1;
+                if Instant::now() >= deadline {
+                    return Err(Error::new(
+                        ErrorKind::TimedOut,
+                        format!("segment {key:?}: could not lock the new object to initialize it"),
+                    ));
+                }
+                sleep_backoff(waits);
             }
+            // Until we held the write lock, another `create` could take our
+            // still empty object for the leftover of a creator that died,
+            // remove it and create its own under the name. Then the name is
+            // not ours: start over (and find theirs).
+            if let Some(st) = &cleanup.file
+                && !name_refers_to(&native, st)
+            {
+                continue;
+            }
+            break (fd, cleanup);
         };
 
-        // From here on, a failure removes what this call created.
-        struct Unlink<'a>(Option<&'a CString>);
-        impl Drop for Unlink<'_> {
-            fn drop(&mut self) {
-                if let Some(c) = self.0 {
-                    unlink(c);
-                }
-            }
-        }
-        let mut cleanup = Unlink(Some(&cname));
-
-        // An attacher may hold a read lock for an instant while it finds the
-        // object empty; wait for it to let go.
-        let mut attempt = 0;
-        while !sys::ofd_lock(&fd, OfdLock::Write).map_err(|e| unknown(key, "fcntl(F_OFD_SETLK)", e))? {
-            attempt += 1;
-            if Instant::now() >= deadline {
-                return Err(Error::new(
-                    ErrorKind::TimedOut,
-                    format!("segment {key:?}: could not lock the new object to initialize it"),
-                ));
-            }
-            sleep_backoff(attempt);
-        }
         sys::fchmod(&fd, settings.mode & 0o777).map_err(|e| Error::os("fchmod", key, e))?;
         sys::ftruncate(&fd, total).map_err(|e| Error::os("ftruncate", key, e))?;
         sys::fallocate(&fd, total).map_err(|e| {
@@ -342,7 +364,7 @@ impl Segment {
             ));
         }
         take_slot(key, fd)?;
-        cleanup.0 = None;
+        cleanup.file = None;
         Ok(seg)
     }
 
