@@ -53,7 +53,10 @@ fn simultaneous_last_detaches_in_threads_remove_the_segment() {
             t.join().expect("detaching thread").expect("detach");
         }
         // The last detach unlinks before it returns: no waiting needed.
-        assert!(!exists(&key), "round {round}: segment left behind after simultaneous detaches");
+        assert!(
+            !exists(&key),
+            "round {round}: segment left behind after simultaneous detaches"
+        );
     }
     keys.finish();
 }
@@ -179,6 +182,18 @@ fn concurrent_open_or_create_makes_exactly_one_segment() {
     const ROUNDS: usize = 300;
     let key = unique_key("racing-ooc");
     let keys = Keys::new(&[&key]);
+    // Busy threads make preemption between a creator's steps likely.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let spinners: Vec<_> = (0..2)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            })
+        })
+        .collect();
     for round in 0..ROUNDS {
         let barrier = Arc::new(Barrier::new(THREADS));
         let threads: Vec<_> = (0..THREADS)
@@ -196,16 +211,27 @@ fn concurrent_open_or_create_makes_exactly_one_segment() {
         let results: Vec<(bool, SharedMemory<Data>)> =
             threads.into_iter().map(|t| t.join().expect("thread")).collect();
         let creators = results.iter().filter(|(c, _)| *c).count();
-        assert_eq!(creators, 1, "round {round}: {creators} handles say they created the segment");
+        assert_eq!(
+            creators, 1,
+            "round {round}: {creators} handles say they created the segment"
+        );
         let creator = results.iter().find(|(c, _)| *c).unwrap();
         let value = *creator.1.lock().expect("not poisoned");
         assert_eq!(value[1], round as u64);
         for (_, s) in &results {
-            assert_eq!(*s.lock().expect("not poisoned"), value, "round {round}: two different segments");
+            assert_eq!(
+                *s.lock().expect("not poisoned"),
+                value,
+                "round {round}: two different segments"
+            );
         }
         assert_eq!(results[0].1.attach_count(), THREADS, "round {round}");
         drop(results);
         assert!(!exists(&key), "round {round}: segment left behind");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for s in spinners {
+        s.join().expect("spinner");
     }
     keys.finish();
 }
@@ -261,7 +287,10 @@ fn killed_attacher_or_creator_leaves_the_live_data_alone() {
         creator.kill();
         assert!(wait_until(Duration::from_secs(5), || survivor.attach_count() == 1));
         let again = SharedMemory::<Data>::open_or_create(&key, || [0; 4]).expect("open_or_create");
-        assert!(!again.created(), "a live segment was re-created after its creator died");
+        assert!(
+            !again.created(),
+            "a live segment was re-created after its creator died"
+        );
         assert_eq!(*again.lock().expect("not poisoned"), [5; 4]);
         assert_eq!(
             SharedMemory::<Data>::create(&key, [0; 4]).unwrap_err().kind(),
@@ -293,16 +322,28 @@ fn creator_killed_mid_initialization_times_out_then_is_reclaimed() {
         let mut creator = Child::spawn(ENTRY, "creator", &key, &[]);
         creator.expect("initializing", LINE);
         let t = Instant::now();
-        let err = SharedMemory::<Data>::options().timeout(bound).attach(&key).unwrap_err();
+        let err = SharedMemory::<Data>::options()
+            .timeout(bound)
+            .attach(&key)
+            .unwrap_err();
         let waited = t.elapsed();
         assert_eq!(err.kind(), ErrorKind::TimedOut, "{err}");
-        assert!(waited >= bound && waited < bound + Duration::from_secs(2), "waited {waited:?}");
+        assert!(
+            waited >= bound && waited < bound + Duration::from_secs(2),
+            "waited {waited:?}"
+        );
         creator.kill();
         let t = Instant::now();
-        let err = SharedMemory::<Data>::options().timeout(bound).attach(&key).unwrap_err();
+        let err = SharedMemory::<Data>::options()
+            .timeout(bound)
+            .attach(&key)
+            .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::TimedOut, "{err}");
         assert!(t.elapsed() < bound + Duration::from_secs(2));
-        assert!(err.to_string().contains("reclaim"), "the message says what to do: {err}");
+        assert!(
+            err.to_string().contains("reclaim"),
+            "the message says what to do: {err}"
+        );
         let fresh = if reclaim_with_create {
             SharedMemory::<Data>::create(&key, [3; 4]).expect("create reclaims")
         } else {
@@ -329,7 +370,10 @@ fn creator_killed_before_writing_the_header_is_reclaimed() {
     for len in [0usize, 4096 + 32] {
         std::fs::write(common::shm_path(&key), vec![0u8; len]).unwrap();
         let t = Instant::now();
-        let err = SharedMemory::<Data>::options().timeout(bound).attach(&key).unwrap_err();
+        let err = SharedMemory::<Data>::options()
+            .timeout(bound)
+            .attach(&key)
+            .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::TimedOut, "len {len}: {err}");
         assert!(t.elapsed() < bound + Duration::from_secs(2));
         let shm = SharedMemory::<Data>::open_or_create(&key, || [4; 4]).expect("reclaim");
@@ -376,10 +420,16 @@ fn everyone_killed_one_holding_the_lock_then_reclaimed_fresh() {
     for c in &mut kids {
         c.kill();
     }
-    assert!(exists(&key), "the segment outlives its killed users until reclaimed");
+    assert!(
+        exists(&key),
+        "the segment outlives its killed users until reclaimed"
+    );
     let fresh = SharedMemory::<Data>::open_or_create(&key, || [2; 4]).expect("open_or_create");
     assert!(fresh.created(), "a stale segment must be reclaimed, not attached");
-    assert!(!fresh.is_poisoned(), "the reclaimed segment inherited the old poison");
+    assert!(
+        !fresh.is_poisoned(),
+        "the reclaimed segment inherited the old poison"
+    );
     assert_eq!(*fresh.lock().expect("a fresh lock"), [2; 4]);
     assert_eq!(fresh.attach_count(), 1);
     drop(fresh);
@@ -412,20 +462,29 @@ fn fork_child_with_inherited_handle_gets_clear_error_parent_unaffected() {
     forker.send("go");
     forker.expect("holding", LINE);
     let line = forker.next_line(LINE);
-    assert_eq!(line, "forked child 0 (held)", "failed checks in the forked child (bit mask)");
+    assert_eq!(
+        line, "forked child 0 (held)",
+        "failed checks in the forked child (bit mask)"
+    );
     // The forker still holds its lock, then releases it normally.
     assert!(matches!(shm.try_lock(), Err(TryLockError::WouldBlock)));
     assert_eq!(shm.attach_count(), 2, "the forked child changed the attachments");
     forker.send("release");
     forker.expect("released", LINE);
     {
-        let g = shm.try_lock().expect("free and not poisoned after the forked child exited");
+        let g = shm
+            .try_lock()
+            .expect("free and not poisoned after the forked child exited");
         assert_eq!(g[0], 11);
     }
     // Fork while not holding the lock; the forked child drops its copy.
     forker.send("fork-again");
     assert_eq!(forker.next_line(LINE), "forked child 0 (free)");
-    assert_eq!(shm.attach_count(), 2, "the forked child's drop detached the parent");
+    assert_eq!(
+        shm.attach_count(),
+        2,
+        "the forked child's drop detached the parent"
+    );
     assert!(!shm.is_poisoned());
     *shm.lock().expect("not poisoned") = [12; 4];
     forker.send("detach");
@@ -529,4 +588,48 @@ fn fork_role(key: &str) {
     assert_eq!(hear(), "detach");
     shm.detach().expect("detach");
     say("detached");
+}
+
+/// Regression: `attach_count` read `/proc/locks` in several reads, each a
+/// separate kernel snapshot of a global list; while other locks came and went
+/// (any process on the machine, or the other tests of this binary) entries
+/// were skipped or counted twice, and a segment with 3 handles reported 2 or
+/// 4. The count must stay exact while unrelated locks churn.
+#[test]
+fn attach_count_is_exact_while_other_locks_churn() {
+    let key = unique_key("count-churn");
+    let churn_keys: Vec<String> = (0..4).map(|i| unique_key(&format!("count-churn-{i}"))).collect();
+    let mut all: Vec<&str> = churn_keys.iter().map(String::as_str).collect();
+    all.push(&key);
+    let keys = Keys::new(&all);
+    let a = SharedMemory::<Data>::create(&key, [0; 4]).expect("create");
+    let _b = SharedMemory::<Data>::attach(&key).expect("attach");
+    let _c = SharedMemory::<Data>::attach(&key).expect("attach");
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let churners: Vec<_> = churn_keys
+        .iter()
+        .cloned()
+        .map(|k| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let x = SharedMemory::<Data>::create(&k, [1; 4]).expect("create");
+                    let y = SharedMemory::<Data>::attach(&k).expect("attach");
+                    drop((x, y));
+                }
+            })
+        })
+        .collect();
+    let t = Instant::now();
+    let mut checks = 0;
+    while t.elapsed() < Duration::from_secs(2) {
+        assert_eq!(a.attach_count(), 3, "after {checks} exact counts");
+        checks += 1;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for c in churners {
+        c.join().expect("churner");
+    }
+    drop((a, _b, _c));
+    keys.finish();
 }

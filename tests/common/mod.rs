@@ -292,7 +292,9 @@ pub fn open_fds() -> usize {
 /// Whether this process maps or holds open the file at `path`.
 pub fn process_uses(path: &str) -> bool {
     let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
-    let mapped = maps.lines().any(|l| l.ends_with(path) || l.contains(&format!("{path} ")));
+    let mapped = maps
+        .lines()
+        .any(|l| l.ends_with(path) || l.contains(&format!("{path} ")));
     let open = std::fs::read_dir("/proc/self/fd")
         .map(|d| {
             d.filter_map(|e| e.ok())
