@@ -474,7 +474,7 @@ impl<T: ?Sized + ShmData, A: Access> SharedMemory<T, A> {
     /// # Ok::<(), typed_shm::Error>(())
     /// ```
     pub fn is_poisoned(&self) -> bool {
-        self.segment.poisoned().load(std::sync::atomic::Ordering::Relaxed) != 0
+        self.mutex.is_poisoned(self.segment.poisoned())
     }
 
     /// Clears the poison, for every process: call it once the data is known

@@ -9,7 +9,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
-use crate::sys::{Acquired, RawMutex};
+use crate::sys::{Acquired, Owner, RawMutex};
 
 /// How an acquisition ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,5 +93,11 @@ impl ShmMutex {
 
     pub(crate) fn is_held_here(&self) -> bool {
         self.held.load(Ordering::Relaxed)
+    }
+
+    /// Whether the lock is poisoned: the sticky flag, or a holder that died
+    /// and whose death no locker has seen yet.
+    pub(crate) fn is_poisoned(&self, poisoned: &AtomicU32) -> bool {
+        poisoned.load(Ordering::Relaxed) != 0 || self.raw.owner() == Owner::Died
     }
 }

@@ -272,6 +272,17 @@ unsafe extern "C" {
     ) -> libc::c_int;
 }
 
+/// Who holds a robust mutex, according to its lock word.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Owner {
+    /// Nobody.
+    Free,
+    /// A live thread (of any process).
+    Thread,
+    /// Its owner ended without unlocking; the next locker gets `EOWNERDEAD`.
+    Died,
+}
+
 /// A robust, process-shared, error-checking pthread mutex that lives at a
 /// fixed address in a shared mapping. It does not own the memory.
 pub(crate) struct RawMutex {
@@ -382,6 +393,27 @@ impl RawMutex {
         // 0..1e9) on CLOCK_MONOTONIC, as pthread_mutex_clocklock(3) requires.
         let rc = unsafe { pthread_mutex_clocklock(self.ptr, libc::CLOCK_MONOTONIC, &deadline) };
         self.acquired(rc, "pthread_mutex_clocklock")
+    }
+
+    /// What the lock word says about the owner. glibc keeps the kernel's
+    /// robust futex word as the first `int` of a robust `pthread_mutex_t`
+    /// (the ABI stamp pins glibc): the owner's thread id, or 0, plus
+    /// `FUTEX_OWNER_DIED`, which the kernel sets when an owner ends without
+    /// unlocking (futex(2), "Robust futexes").
+    pub(crate) fn owner(&self) -> Owner {
+        // SAFETY: AtomicU32::from_ptr requires a 4-aligned pointer valid for
+        // the lifetime of the reference and only accessed atomically meanwhile:
+        // the mutex is 8-aligned and mapped while `self` is used (from_ptr's
+        // contract), and glibc and the kernel access the word only atomically.
+        let word =
+            unsafe { std::sync::atomic::AtomicU32::from_ptr(self.ptr.cast::<u32>()) }.load(Ordering::Acquire);
+        if word & libc::FUTEX_OWNER_DIED != 0 {
+            Owner::Died
+        } else if word & libc::FUTEX_TID_MASK == 0 {
+            Owner::Free
+        } else {
+            Owner::Thread
+        }
     }
 
     /// # Safety
