@@ -91,8 +91,12 @@ impl ShmMutex {
         unsafe { self.raw.unlock() };
     }
 
+    /// Whether a thread of this process may hold the lock through this
+    /// handle. `held` alone can be stale: a thread that ended with the lock
+    /// (a forgotten guard) no longer holds it once the kernel marked it
+    /// owner-dead, or once another locker recovered it.
     pub(crate) fn is_held_here(&self) -> bool {
-        self.held.load(Ordering::Relaxed)
+        self.held.load(Ordering::Relaxed) && self.raw.owner() == Owner::Thread
     }
 
     /// Whether the lock is poisoned: the sticky flag, or a holder that died
