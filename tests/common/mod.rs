@@ -304,3 +304,16 @@ pub fn process_uses(path: &str) -> bool {
         .unwrap_or(false);
     mapped || open
 }
+
+/// The calling thread's kernel id.
+#[allow(unsafe_code)]
+pub fn gettid() -> i32 {
+    // SAFETY: gettid(2) takes no arguments and cannot fail.
+    unsafe { libc::gettid() }
+}
+
+/// Whether the thread `tid` of process `pid` is asleep in a futex wait (a
+/// blocked `pthread_mutex_lock`), per `/proc/PID/task/TID/wchan`.
+pub fn blocked_in_futex(pid: i32, tid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/wchan")).is_ok_and(|w| w.contains("futex"))
+}

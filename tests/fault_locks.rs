@@ -1,0 +1,448 @@
+//! The lock under faults: holders killed, crashed, panicking, or ending a
+//! thread with the lock held; waiters already blocked; poison that must stay
+//! reported everywhere without ever wedging the lock; forgotten guards.
+//!
+//! Children are re-runs of this test binary in a role (see `common`); every
+//! wait has a deadline and every test ends by checking that its segments are
+//! gone from `/dev/shm`.
+#![allow(unsafe_code)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Child, Keys, hear, role, say, unique_key, wait_until};
+use typed_shm::{SharedMemory, TryLockError, TryLockResult};
+
+type Data = [u64; 4];
+
+const LINE: Duration = Duration::from_secs(10);
+/// How soon a dead holder must be reported ("milliseconds"; generous for a
+/// loaded 2-core machine).
+const PROMPT: Duration = Duration::from_millis(500);
+
+/// Which lock call a child or thread makes.
+fn call<'a>(shm: &'a SharedMemory<Data>, which: &str) -> TryLockResult<typed_shm::Guard<'a, Data>> {
+    match which {
+        "lock" => shm.lock().map_err(TryLockError::Poisoned),
+        "try_lock" => shm.try_lock(),
+        "lock_timeout" => shm.lock_timeout(Duration::from_secs(30)),
+        other => panic!("unknown call {other}"),
+    }
+}
+
+fn describe<G>(r: &TryLockResult<G>) -> &'static str {
+    match r {
+        Ok(_) => "ok",
+        Err(TryLockError::Poisoned(_)) => "poisoned",
+        Err(TryLockError::WouldBlock) => "would-block",
+        Err(TryLockError::TimedOut) => "timed-out",
+    }
+}
+
+/// Child roles shared by the tests of this file.
+fn child(role: &str, key: &str) {
+    let shm = SharedMemory::<Data>::attach(key).expect("attach");
+    match role {
+        // Takes the lock, writes half of an update, and waits to be killed.
+        "holder" => {
+            let mut g = shm.lock().unwrap_or_else(|p| p.into_inner());
+            g[0] += 1;
+            say("holding");
+            hear();
+        }
+        // Takes the lock and crashes (SIGABRT) while holding it.
+        "aborter" => {
+            let mut g = shm.lock().unwrap_or_else(|p| p.into_inner());
+            g[0] = 77;
+            say("aborting");
+            std::process::abort();
+        }
+        // Makes one lock call as the first after a holder died.
+        "prober" => {
+            let which = std::env::var("TSHM_CALL").expect("call");
+            hear();
+            let t = Instant::now();
+            let r = call(&shm, &which);
+            say(&format!("{} {}", describe(&r), t.elapsed().as_micros()));
+            drop(r);
+            hear();
+        }
+        // Blocks in a lock call while another process holds the lock.
+        "waiter" => {
+            let which = std::env::var("TSHM_CALL").expect("call");
+            say(&format!("tid {}", common::gettid()));
+            let r = call(&shm, &which);
+            say(describe(&r));
+            drop(r);
+            hear();
+        }
+        // A thread takes the lock, forgets the guard and ends.
+        "thread-ends" => {
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    let mut g = shm.lock().expect("not poisoned");
+                    g[1] = 5;
+                    std::mem::forget(g);
+                });
+            });
+            say("thread ended");
+            hear();
+        }
+        // A thread panics while holding the lock, half-way through an update.
+        "panicker" => {
+            std::panic::set_hook(Box::new(|_| {}));
+            let r = std::thread::scope(|s| {
+                s.spawn(|| {
+                    let mut g = shm.lock().expect("not poisoned");
+                    g[0] = 1;
+                    panic!("half-way through an update");
+                })
+                .join()
+            });
+            assert!(r.is_err());
+            say("panicked");
+            hear();
+        }
+        // Hammers the poisoned lock with every call; none may block, time out
+        // or report anything but poison, until the parent clears it.
+        "hammer" => {
+            let mut counts = [0usize; 4];
+            for i in 0..300 {
+                let which = ["lock", "try_lock", "lock_timeout"][i % 3];
+                let t = Instant::now();
+                let r = match which {
+                    "lock_timeout" => shm.lock_timeout(Duration::from_secs(2)),
+                    w => call(&shm, w),
+                };
+                let took = t.elapsed();
+                match (&r, which) {
+                    (Err(TryLockError::Poisoned(_)), _) => counts[0] += 1,
+                    // Another hammer holds it for an instant.
+                    (Err(TryLockError::WouldBlock), "try_lock") => counts[1] += 1,
+                    _ => panic!("{which} returned {} on a poisoned lock", describe(&r)),
+                }
+                assert!(took < Duration::from_secs(2), "{which} blocked {took:?}");
+                drop(r);
+            }
+            // Once the others are done, try_lock too reports the poison.
+            say(&format!("hammered {} {}", counts[0], counts[1]));
+            assert_eq!(hear(), "again");
+            assert_eq!(describe(&shm.try_lock()), "poisoned");
+            say("still poisoned");
+            assert_eq!(hear(), "cleared");
+            for which in ["lock", "try_lock", "lock_timeout"] {
+                assert_eq!(describe(&call(&shm, which)), "ok", "{which} after clear_poison");
+            }
+            say("clean");
+            hear();
+        }
+        // A second handle's thread forgets its guard, drops the handle and
+        // ends; then this handle must get the poison.
+        "thread-forgetter" => {
+            let other = SharedMemory::<Data>::attach(key).expect("attach");
+            std::thread::spawn(move || {
+                std::mem::forget(other.lock().expect("not poisoned"));
+                drop(other);
+            })
+            .join()
+            .unwrap();
+            let t = Instant::now();
+            let r = shm.lock_timeout(Duration::from_secs(10));
+            say(&format!("{} {}", describe(&r), t.elapsed().as_micros()));
+            drop(r);
+            hear();
+        }
+        // Forgets a guard, then drops the handle (which must keep the mapping
+        // of the held lock), and waits to be killed.
+        "forgetter" => {
+            let g = shm.lock().expect("not poisoned");
+            std::mem::forget(g);
+            let err = shm.detach().expect_err("detach with a forgotten guard");
+            assert_eq!(err.kind(), typed_shm::ErrorKind::LockError);
+            say("dropped");
+            hear();
+        }
+        other => panic!("unknown role {other}"),
+    }
+}
+
+fn assert_poisoned_promptly(what: &str, took: Duration) {
+    eprintln!("{what}: poison reported after {took:?}");
+    assert!(took < PROMPT, "{what}: poison took {took:?}");
+}
+
+/// A holder killed with SIGKILL: the first `lock`, `try_lock` or
+/// `lock_timeout` afterwards — in this process or in another — reports the
+/// poison at once (no waiting, no timeout), and the data stays reachable
+/// through `into_inner`. `is_poisoned` says so even before anyone locks.
+#[test]
+fn killed_holder_is_reported_promptly_by_every_lock_call_in_any_process() {
+    const ENTRY: &str = "killed_holder_is_reported_promptly_by_every_lock_call_in_any_process";
+    if let Some((role, key)) = role() {
+        return child(&role, &key);
+    }
+    let key = unique_key("prompt-poison");
+    let keys = Keys::new(&[&key]);
+    let shm = SharedMemory::<Data>::create(&key, [0; 4]).expect("create");
+    let cases = [
+        ("try_lock", false),
+        ("lock_timeout", false),
+        ("lock", false),
+        ("try_lock", true),
+        ("lock_timeout", true),
+        ("lock", true),
+    ];
+    for (round, (which, in_child)) in cases.into_iter().enumerate() {
+        let mut prober = in_child.then(|| {
+            let mut p = Child::spawn(ENTRY, "prober", &key, &[("TSHM_CALL", which.to_string())]);
+            // Attached before the holder dies.
+            assert!(wait_until(LINE, || shm.attach_count() == 2));
+            p
+        });
+        let mut holder = Child::spawn(ENTRY, "holder", &key, &[]);
+        holder.expect("holding", LINE);
+        holder.kill();
+        assert!(
+            shm.is_poisoned(),
+            "{which}: is_poisoned is false after the holder was killed"
+        );
+        if let Some(p) = &mut prober {
+            p.send("go");
+            let line = p.next_line(LINE);
+            let (what, micros) = line.split_once(' ').expect("result line");
+            assert_eq!(what, "poisoned", "{which} in another process");
+            assert_poisoned_promptly(which, Duration::from_micros(micros.parse().unwrap()));
+            p.send("bye");
+            p.wait_success(LINE);
+            // Sticky: this process sees it too.
+            assert!(matches!(shm.try_lock(), Err(TryLockError::Poisoned(_))));
+        } else {
+            let t = Instant::now();
+            let r = call(&shm, which);
+            assert_poisoned_promptly(which, t.elapsed());
+            match r {
+                Err(TryLockError::Poisoned(p)) => {
+                    assert_eq!(p.into_inner()[0], round as u64 + 1, "the half-written data");
+                }
+                other => panic!("{which} after the holder died: {}", describe(&other)),
+            }
+        }
+        shm.clear_poison();
+        assert!(shm.try_lock().is_ok());
+    }
+    drop(shm);
+    keys.finish();
+}
+
+/// Waiters already asleep in `lock` and `lock_timeout(30 s)` — threads of
+/// this process and another process — wake with the poison as soon as the
+/// holder is killed, not at their timeout.
+#[test]
+fn blocked_waiters_wake_with_poison_when_the_holder_is_killed() {
+    const ENTRY: &str = "blocked_waiters_wake_with_poison_when_the_holder_is_killed";
+    if let Some((role, key)) = role() {
+        return child(&role, &key);
+    }
+    let key = unique_key("waiters");
+    let keys = Keys::new(&[&key]);
+    let shm = SharedMemory::<Data>::create(&key, [0; 4]).expect("create");
+    let mut holder = Child::spawn(ENTRY, "holder", &key, &[]);
+    holder.expect("holding", LINE);
+    let me = std::process::id() as i32;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        let mut tids = Vec::new();
+        for which in ["lock", "lock_timeout"] {
+            let tx = tx.clone();
+            let shm = &shm;
+            let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+            s.spawn(move || {
+                tid_tx.send(common::gettid()).unwrap();
+                let r = call(shm, which);
+                tx.send((which, describe(&r), Instant::now())).unwrap();
+            });
+            tids.push((me, tid_rx.recv_timeout(LINE).expect("tid")));
+        }
+        let mut waiters: Vec<Child> = ["lock", "lock_timeout"]
+            .iter()
+            .map(|w| Child::spawn(ENTRY, "waiter", &key, &[("TSHM_CALL", w.to_string())]))
+            .collect();
+        for w in &mut waiters {
+            let line = w.next_line(LINE);
+            let tid = line.strip_prefix("tid ").expect("tid line").parse().unwrap();
+            tids.push((w.pid(), tid));
+        }
+        // Every waiter is asleep in the kernel before the holder dies.
+        for &(pid, tid) in &tids {
+            assert!(
+                wait_until(LINE, || common::blocked_in_futex(pid, tid)),
+                "waiter {pid}/{tid} never blocked"
+            );
+        }
+        let killed = Instant::now();
+        holder.kill();
+        for _ in 0..2 {
+            let (which, what, when) = rx.recv_timeout(LINE).expect("a thread woke");
+            assert_eq!(what, "poisoned", "{which} in this process");
+            assert_poisoned_promptly(which, when - killed);
+        }
+        for w in &mut waiters {
+            assert_eq!(w.next_line(LINE), "poisoned");
+            assert_poisoned_promptly("waiter process", killed.elapsed());
+            w.send("bye");
+            w.wait_success(LINE);
+        }
+    });
+    drop(shm);
+    keys.finish();
+}
+
+/// A thread that ends while holding the lock (its guard forgotten) poisons
+/// it — for the other threads of its process and for other processes — and
+/// so does a thread that panics under the lock, and a process that crashes
+/// (SIGABRT) holding it.
+#[test]
+fn thread_end_panic_and_crash_under_the_lock_all_poison() {
+    const ENTRY: &str = "thread_end_panic_and_crash_under_the_lock_all_poison";
+    if let Some((role, key)) = role() {
+        return child(&role, &key);
+    }
+    let key = unique_key("thread-end");
+    let keys = Keys::new(&[&key]);
+    let shm = SharedMemory::<Data>::create(&key, [0; 4]).expect("create");
+
+    // In this process: another handle's thread ends holding the lock.
+    {
+        let other = SharedMemory::<Data>::attach(&key).expect("attach");
+        std::thread::scope(|s| {
+            s.spawn(|| std::mem::forget(other.lock().expect("not poisoned")));
+        });
+        let t = Instant::now();
+        let r = shm.lock_timeout(Duration::from_secs(30));
+        assert_poisoned_promptly("thread ended, same process", t.elapsed());
+        assert_eq!(describe(&r), "poisoned");
+        drop(r);
+        shm.clear_poison();
+    }
+    // In another process.
+    for (role, line, expect) in [
+        ("thread-ends", "thread ended", [0, 5]),
+        ("panicker", "panicked", [1, 5]),
+    ] {
+        let mut c = Child::spawn(ENTRY, role, &key, &[]);
+        c.expect(line, LINE);
+        let t = Instant::now();
+        match shm.lock_timeout(Duration::from_secs(30)) {
+            Err(TryLockError::Poisoned(p)) => {
+                assert_poisoned_promptly(role, t.elapsed());
+                assert_eq!(p.into_inner()[..2], expect, "{role}: the data as left");
+            }
+            other => panic!("{role}: {}", describe(&other)),
+        }
+        shm.clear_poison();
+        c.send("bye");
+        c.wait_success(LINE);
+    }
+    let mut c = Child::spawn(ENTRY, "aborter", &key, &[]);
+    c.expect("aborting", LINE);
+    let status = c.wait_exit(LINE);
+    assert_eq!(common::killed_by(&status), Some(libc::SIGABRT), "{status}");
+    match shm.try_lock() {
+        Err(TryLockError::Poisoned(p)) => assert_eq!(p.into_inner()[0], 77),
+        other => panic!("after a crash: {}", describe(&other)),
+    }
+    assert_eq!(shm.attach_count(), 1);
+    drop(shm);
+    keys.finish();
+}
+
+/// Poison is sticky and never wedges: after a holder is killed, three
+/// processes hammer the lock with `lock`, `try_lock` and `lock_timeout`; every
+/// call reports the poison (or, for `try_lock`, that another hammer holds it
+/// right now), none blocks or times out — until one `clear_poison`, after
+/// which every call in every process succeeds.
+#[test]
+fn poison_is_sticky_across_processes_and_never_wedges_the_lock() {
+    const ENTRY: &str = "poison_is_sticky_across_processes_and_never_wedges_the_lock";
+    if let Some((role, key)) = role() {
+        return child(&role, &key);
+    }
+    let key = unique_key("sticky");
+    let keys = Keys::new(&[&key]);
+    let shm = SharedMemory::<Data>::create(&key, [0; 4]).expect("create");
+    let mut holder = Child::spawn(ENTRY, "holder", &key, &[]);
+    holder.expect("holding", LINE);
+    holder.kill();
+    let mut hammers: Vec<Child> = (0..3).map(|_| Child::spawn(ENTRY, "hammer", &key, &[])).collect();
+    let mut poisoned = 0;
+    for h in &mut hammers {
+        let line = h.next_line(Duration::from_secs(30));
+        let mut parts = line.split(' ').skip(1).map(|n| n.parse::<usize>().unwrap());
+        poisoned += parts.next().unwrap();
+    }
+    assert!(
+        poisoned >= 3 * 200,
+        "lock and lock_timeout always report poison: {poisoned}"
+    );
+    assert!(shm.is_poisoned());
+    for h in &mut hammers {
+        h.send("again");
+        h.expect("still poisoned", LINE);
+    }
+    shm.clear_poison();
+    for h in &mut hammers {
+        h.send("cleared");
+        h.expect("clean", LINE);
+        h.send("bye");
+        h.wait_success(LINE);
+    }
+    drop(shm);
+    keys.finish();
+}
+
+/// A guard forgotten (`mem::forget`) and its handle then dropped — in a
+/// thread of this process, and in another process that is then killed: the
+/// handle must keep the held lock mapped (never unmap a locked robust mutex),
+/// so the kernel can still mark it owner-dead, and the next locker gets the
+/// poison instead of hanging.
+#[test]
+fn forgotten_guard_then_dropped_handle_then_death_is_still_recoverable() {
+    const ENTRY: &str = "forgotten_guard_then_dropped_handle_then_death_is_still_recoverable";
+    if let Some((role, key)) = role() {
+        return child(&role, &key);
+    }
+    let key = unique_key("forgotten");
+    let keys = Keys::new(&[&key]);
+    let shm = SharedMemory::<Data>::create(&key, [0; 4]).expect("create");
+
+    // In a child process (this one must end with nothing attached): a thread
+    // forgets its guard, drops its handle and ends.
+    let mut c = Child::spawn(ENTRY, "thread-forgetter", &key, &[]);
+    let line = c.next_line(LINE);
+    let (what, micros) = line.split_once(' ').expect("result line");
+    assert_eq!(what, "poisoned", "after a forgotten guard's thread ended");
+    assert_poisoned_promptly(
+        "forgotten guard, thread ended",
+        Duration::from_micros(micros.parse().unwrap()),
+    );
+    c.send("bye");
+    c.wait_success(LINE);
+    shm.clear_poison();
+    assert_eq!(shm.attach_count(), 1);
+
+    // Another process forgets its guard, drops its handle, then is killed.
+    let mut c = Child::spawn(ENTRY, "forgetter", &key, &[]);
+    c.expect("dropped", LINE);
+    assert!(matches!(shm.try_lock(), Err(TryLockError::WouldBlock)));
+    assert_eq!(shm.attach_count(), 2, "the forgetter's mapping is kept");
+    c.kill();
+    let t = Instant::now();
+    let r = shm.lock_timeout(Duration::from_secs(10));
+    assert_eq!(describe(&r), "poisoned", "after the forgetter was killed");
+    assert_poisoned_promptly("forgotten guard, process killed", t.elapsed());
+    drop(r);
+    assert_eq!(shm.attach_count(), 1);
+    drop(shm);
+    keys.finish();
+}
