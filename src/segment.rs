@@ -581,12 +581,21 @@ impl Segment {
         self.fork_generation != sys::fork_generation()
     }
 
-    /// Never unmaps nor closes: used when this process may still hold the lock
-    /// through this mapping, so the kernel can still mark it owner-dead when
-    /// the holder ends. The object stays attached until the process exits.
-    pub(crate) fn keep_forever(&mut self) {
-        self.released = true;
-        std::mem::forget(self.maps.take());
+    /// Ends this attachment like [`release`](Self::release) but never
+    /// unmaps: used when this process may still hold the lock through this
+    /// mapping, so the kernel can still mark it owner-dead when the holder
+    /// ends. Only the mapping stays (until the process exits); the attachment
+    /// ends now, so the last one still removes the name — also when this
+    /// process then exits normally.
+    pub(crate) fn keep_forever(&mut self) -> Result<(), Error> {
+        let result = self.release();
+        if let Some(maps) = self.maps.take() {
+            std::mem::forget(maps._header);
+            std::mem::forget(maps._data);
+            // Closing the file does not touch the mappings.
+            drop(maps.fd);
+        }
+        result
     }
 
     /// Ends this attachment: the last one removes the object.

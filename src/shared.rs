@@ -510,7 +510,8 @@ impl<T: ?Sized + ShmData, A: Access> SharedMemory<T, A> {
     ///
     /// [`ErrorKind::LockError`](crate::ErrorKind::LockError) if the handle was
     /// inherited across `fork()`, or if a guard of this handle was forgotten
-    /// (`mem::forget`) while holding the lock: the segment then stays mapped
+    /// (`mem::forget`) while holding the lock: the handle is detached all the
+    /// same (the last one removes the segment), but its memory stays mapped
     /// until the process exits, so the lock can still be recovered by others.
     ///
     /// # Examples
@@ -524,12 +525,12 @@ impl<T: ?Sized + ShmData, A: Access> SharedMemory<T, A> {
     /// ```
     pub fn detach(mut self) -> Result<(), Error> {
         if self.mutex.is_held_here() {
-            self.segment.keep_forever();
+            self.segment.keep_forever()?;
             return Err(Error::new(
                 crate::ErrorKind::LockError,
                 format!(
                     "segment {:?}: a guard of this handle was forgotten while holding the lock; \
-                     the segment stays mapped until this process exits",
+                     the handle is detached, but its memory stays mapped until this process exits",
                     self.key()
                 ),
             ));
@@ -543,7 +544,7 @@ impl<T: ?Sized + ShmData, A: Access> Drop for SharedMemory<T, A> {
         if self.mutex.is_held_here() {
             // A forgotten guard: unmapping a held robust mutex would stop the
             // kernel from marking it owner-dead, and every waiter would hang.
-            self.segment.keep_forever();
+            let _ = self.segment.keep_forever();
         }
         // `segment` detaches when it drops.
     }
