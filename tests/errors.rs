@@ -271,26 +271,32 @@ fn a_forgotten_guard_makes_detach_a_lock_error_and_keeps_the_mapping() {
     // The thread that held it ended: the lock is recoverable, poisoned.
     assert!(peer.lock().is_err());
     peer.clear_poison();
-    std::thread::scope(|s| {
-        s.spawn(|| std::mem::forget(peer.lock().unwrap()));
+    // A thread of `peer` forgets its guard and stays alive: detaching `peer`
+    // now is a LockError and must keep the held lock mapped.
+    let (handle_tx, handle_rx) = std::sync::mpsc::channel();
+    let (end_tx, end_rx) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        std::mem::forget(peer.lock().unwrap());
+        handle_tx.send(peer).unwrap();
+        let _ = end_rx.recv_timeout(std::time::Duration::from_secs(10));
     });
+    let peer = handle_rx
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .unwrap();
     let err = peer.detach().unwrap_err();
     assert_eq!(err.kind(), ErrorKind::LockError);
     assert!(err.to_string().contains("forgotten"), "{err}");
-    // The forgotten handle stays attached until the process exits.
-    assert!(exists(&key));
-    assert_eq!(shm.attach_count(), 2);
+    // The handle is detached; only its mapping is kept.
+    assert_eq!(shm.attach_count(), 1);
+    end_tx.send(()).unwrap();
+    holder.join().unwrap();
     assert!(
         shm.lock().is_err(),
         "its holder thread ended: poisoned, not deadlocked"
     );
     drop(shm);
-    assert!(
-        exists(&key),
-        "kept: a lock may be held through the forgotten mapping"
-    );
-    // The Keys guard removes the name; the leaked mapping dies with us.
-    drop(keys);
+    // The last attachment removed the segment; the leaked mapping dies with us.
+    keys.finish();
 }
 
 #[test]
