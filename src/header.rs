@@ -193,6 +193,19 @@ impl Header {
     }
 }
 
+/// Whether `bytes` start with a header of this format version and ABI (magic,
+/// version, header size and ABI stamp), whatever it holds.
+pub(crate) fn same_format(bytes: &[u8], page_size: usize) -> bool {
+    if bytes.len() < HEADER_SIZE {
+        return false;
+    }
+    let h: Header = bytemuck::pod_read_unaligned(&bytes[..HEADER_SIZE]);
+    h.magic == MAGIC
+        && h.version == VERSION
+        && h.header_size == HEADER_SIZE as u32
+        && h.abi == abi_stamp(page_size)
+}
+
 fn describe(desc: &str, slice: bool, elem_count: u64, data_len: u64) -> String {
     if slice {
         format!("[{desc}; {elem_count}] ({data_len} bytes)")

@@ -713,7 +713,10 @@ fn reclaim(key: &str, native: &str, cname: &CString) -> Result<(), Error> {
         }
         let map = map_header(&fd, key)?;
         let bytes = copy_header(map.as_ptr());
-        if bytes[..8] != MAGIC && bytes.iter().any(|&b| b != 0) {
+        let zeroed = bytes.iter().all(|&b| b == 0);
+        if !zeroed && !header::same_format(&bytes, sys::page_size()) {
+            // Not ours, or written by another version or build of this
+            // library, whose liveness protocol we cannot assume.
             return Err(foreign());
         }
         // SAFETY: `map` is a live HEADER_SIZE-byte mapping at offset 0 that
