@@ -50,11 +50,8 @@ fn full_dev_shm_is_out_of_resources_at_create_time_and_leaves_nothing() {
         // Everything below runs on this thread: unshare(CLONE_NEWNS) gives
         // the new mount namespace to the calling thread only.
         // SAFETY: unshare(2) with a flag constant.
-        assert_eq!(
-            unsafe { libc::unshare(libc::CLONE_NEWNS) },
-            0,
-            "unshare(CLONE_NEWNS)"
-        );
+        let rc = unsafe { libc::unshare(libc::CLONE_NEWNS) };
+        assert_eq!(rc, 0, "unshare(CLONE_NEWNS)");
         let root = CString::new("/").unwrap();
         let shm = CString::new("/dev/shm").unwrap();
         let tmpfs = CString::new("tmpfs").unwrap();
