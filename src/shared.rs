@@ -15,8 +15,26 @@ use crate::sync::{Outcome, ShmMutex};
 use crate::sys::{self, RawMutex};
 
 /// Default mode bits of a new segment: read-write for its owner only.
+///
+/// # Examples
+///
+/// ```
+/// use std::os::unix::fs::PermissionsExt;
+/// use typed_shm::{DEFAULT_MODE, SharedMemory};
+/// # let key = format!("doc-default-mode-{}", std::process::id());
+/// let shm = SharedMemory::<u8>::create(&key, 0)?;
+/// let meta = std::fs::metadata(format!("/dev/shm{}", shm.native_key())).unwrap();
+/// assert_eq!(meta.permissions().mode() & 0o777, DEFAULT_MODE);
+/// # Ok::<(), typed_shm::Error>(())
+/// ```
 pub const DEFAULT_MODE: u32 = 0o600;
 /// Default time `attach` waits for a creator to finish initializing.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(typed_shm::DEFAULT_TIMEOUT, std::time::Duration::from_secs(5));
+/// ```
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
 mod sealed {
