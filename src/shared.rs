@@ -62,6 +62,13 @@ mod sealed {
 /// assert_eq!(describe(&shm), "20 bytes in 10 element(s)");
 /// # Ok::<(), typed_shm::Error>(())
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot live in shared memory: it is not `ShmSafe`",
+    label = "not `ShmSafe`",
+    note = "share integers, `f32`/`f64`, arrays of them, slices of them, or a `#[repr(C)]` struct with \
+            `#[derive(ShmSafe)]`; store `bool` as `u8` and `char` as `u32`; pointers and references \
+            mean nothing in another process"
+)]
 pub trait ShmData: sealed::Sealed {
     /// The element type: `T` itself, or `E` for `[E]`.
     #[doc(hidden)]
@@ -192,6 +199,13 @@ fn expected<T: ?Sized + ShmData>() -> Expected {
 /// assert_eq!(*peer.lock().unwrap(), 1);
 /// assert_eq!(counter.attach_count(), 2);
 /// # Ok::<(), typed_shm::Error>(())
+/// ```
+///
+/// A type that is not [`ShmSafe`] is refused at compile time (`bool` could be
+/// read back as 2 after another process stored any byte in it):
+///
+/// ```compile_fail
+/// let flag = typed_shm::SharedMemory::<bool>::create("flag", true);
 /// ```
 pub struct SharedMemory<T: ?Sized + ShmData, A: Access = ReadWrite> {
     mutex: ShmMutex,
