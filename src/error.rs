@@ -340,8 +340,33 @@ impl<G> fmt::Display for TryLockError<G> {
 impl<G> std::error::Error for TryLockError<G> {}
 
 /// The result of [`lock`](crate::SharedMemory::lock).
+///
+/// # Examples
+///
+/// ```
+/// use typed_shm::{Guard, LockResult, SharedMemory};
+/// fn read(shm: &SharedMemory<u32>) -> u32 {
+///     let r: LockResult<Guard<'_, u32>> = shm.lock();
+///     *r.unwrap_or_else(|p| p.into_inner())
+/// }
+/// # let key = format!("doc-lock-result-{}", std::process::id());
+/// # let shm = SharedMemory::<u32>::create(&key, 4)?;
+/// # assert_eq!(read(&shm), 4);
+/// # Ok::<(), typed_shm::Error>(())
+/// ```
 pub type LockResult<G> = Result<G, PoisonError<G>>;
 
 /// The result of [`try_lock`](crate::SharedMemory::try_lock) and
 /// [`lock_timeout`](crate::SharedMemory::lock_timeout).
+///
+/// # Examples
+///
+/// ```
+/// use typed_shm::{Guard, SharedMemory, TryLockResult};
+/// # let key = format!("doc-try-lock-result-{}", std::process::id());
+/// let shm = SharedMemory::<u32>::create(&key, 4)?;
+/// let r: TryLockResult<Guard<'_, u32>> = shm.try_lock();
+/// assert!(r.is_ok());
+/// # Ok::<(), typed_shm::Error>(())
+/// ```
 pub type TryLockResult<G> = Result<G, TryLockError<G>>;
