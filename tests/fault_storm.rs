@@ -70,15 +70,32 @@ fn fail(msg: &str) -> ! {
 }
 
 fn open(key: &str) -> SharedMemory<Data> {
-    SharedMemory::<Data>::options()
+    let t = Instant::now();
+    let shm = SharedMemory::<Data>::options()
         .timeout(BOUND)
         .open_or_create(key, || [0; 4])
-        .unwrap_or_else(|e| fail(&format!("open_or_create: {e} ({:?})", e.kind())))
+        .unwrap_or_else(|e| fail(&format!("open_or_create: {e} ({:?})", e.kind())));
+    if t.elapsed() > BOUND + SLACK {
+        fail(&format!("open_or_create took {:?}", t.elapsed()));
+    }
+    shm
 }
 
 /// One worker thread. Returns when `stop` is set, or early when it chose to
 /// end holding the lock (the caller starts a replacement).
-fn work(key: &str, seed: u64, stop: &AtomicBool, stats: &Stats, in_call: &AtomicU64, start: Instant) {
+/// State a worker process shares with its threads.
+struct Shared {
+    stop: AtomicBool,
+    stats: Stats,
+    /// The highest update count any thread of this process saw, recorded
+    /// under the lock: while this process stays attached (it holds an anchor
+    /// handle), the segment can never be re-created, so the count never goes
+    /// down.
+    seen: AtomicU64,
+}
+
+fn work(key: &str, seed: u64, shared: &Shared, in_call: &AtomicU64, start: Instant) {
+    let (stop, stats) = (&shared.stop, &shared.stats);
     let mut rng = Rng::new(seed);
     let mut shm = open(key);
     while !stop.load(Ordering::Relaxed) {
@@ -121,6 +138,14 @@ fn work(key: &str, seed: u64, stop: &AtomicBool, stats: &Stats, in_call: &Atomic
             Err(TryLockError::WouldBlock) => fail("WouldBlock from a blocking call"),
             Err(TryLockError::TimedOut) => fail(&format!("lock_timeout timed out after {took:?}")),
         };
+        let before = shared.seen.fetch_max(g[2], Ordering::Relaxed);
+        if g[2] < before {
+            fail(&format!(
+                "the update count went down from {before} to {}: a segment was re-created while \
+                 this process was attached",
+                g[2]
+            ));
+        }
         g[0] += 1;
         // Widen the window in which a kill breaks the invariant.
         for _ in 0..rng.below(2000) {
@@ -156,23 +181,28 @@ fn worker(key: &str) {
         }
     }));
     let start = Instant::now();
-    let stop = Arc::new(AtomicBool::new(false));
-    let stats = Arc::new(Stats::default());
+    let shared = Arc::new(Shared {
+        stop: AtomicBool::new(false),
+        stats: Stats::default(),
+        seen: AtomicU64::new(0),
+    });
+    let _anchor = open(key);
     let calls: Arc<Vec<AtomicU64>> = Arc::new((0..THREADS).map(|_| AtomicU64::new(0)).collect());
     {
-        let stop = stop.clone();
+        let shared = shared.clone();
         std::thread::spawn(move || {
             let mut line = String::new();
             let _ = std::io::stdin().lock().read_line(&mut line);
-            stop.store(true, Ordering::Relaxed);
+            shared.stop.store(true, Ordering::Relaxed);
         });
     }
     {
         // Watchdog: a call still in progress beyond its bound is a wedge.
         // It also reports progress, so kills lose little of the count.
         let calls = calls.clone();
-        let stats = stats.clone();
+        let shared = shared.clone();
         std::thread::spawn(move || {
+            let stats = &shared.stats;
             loop {
                 std::thread::sleep(Duration::from_millis(200));
                 say(&format!(
@@ -196,7 +226,7 @@ fn worker(key: &str) {
     let mut generation = 0u64;
     std::thread::scope(|s| {
         let mut handles: Vec<_> = (0..THREADS).map(|_| None).collect();
-        while !stop.load(Ordering::Relaxed) {
+        while !shared.stop.load(Ordering::Relaxed) {
             for (i, h) in handles.iter_mut().enumerate() {
                 let finished = h
                     .as_ref()
@@ -206,9 +236,9 @@ fn worker(key: &str) {
                         old.join().expect("worker thread");
                     }
                     generation += 1;
-                    let (stop, stats, calls) = (&stop, &stats, &calls);
+                    let (shared, calls) = (&shared, &calls);
                     let thread_seed = seed + generation * 7919 + i as u64;
-                    *h = Some(s.spawn(move || work(key, thread_seed, stop, stats, &calls[i], start)));
+                    *h = Some(s.spawn(move || work(key, thread_seed, shared, &calls[i], start)));
                 }
             }
             std::thread::sleep(Duration::from_millis(5));
@@ -216,9 +246,9 @@ fn worker(key: &str) {
     });
     say(&format!(
         "stats {} {} {}",
-        stats.updates.load(Ordering::Relaxed),
-        stats.poisoned.load(Ordering::Relaxed),
-        stats.broken.load(Ordering::Relaxed)
+        shared.stats.updates.load(Ordering::Relaxed),
+        shared.stats.poisoned.load(Ordering::Relaxed),
+        shared.stats.broken.load(Ordering::Relaxed)
     ));
 }
 
