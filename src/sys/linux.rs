@@ -375,6 +375,11 @@ impl RawMutex {
     pub(crate) fn try_lock(&self) -> Acquired {
         // SAFETY: as in `lock`.
         let rc = unsafe { libc::pthread_mutex_trylock(self.ptr) };
+        // glibc's trylock of a robust error-checking mutex answers EDEADLK to
+        // the thread that holds it; for a trylock that just means "held".
+        if rc == libc::EDEADLK {
+            return Acquired::Busy;
+        }
         self.acquired(rc, "pthread_mutex_trylock")
     }
 
