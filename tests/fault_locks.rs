@@ -450,3 +450,35 @@ fn forgotten_guard_then_dropped_handle_then_death_is_still_recoverable() {
     drop(shm);
     keys.finish();
 }
+
+/// A thread that already holds the lock and locks again is refused at once
+/// instead of deadlocking itself: `try_lock` reports `WouldBlock`, `lock` and
+/// `lock_timeout` panic with a message that says why. The lock it holds is
+/// unaffected (not poisoned, released normally).
+#[test]
+fn relock_by_the_holding_thread_is_refused_not_deadlocked() {
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    let key = unique_key("relock");
+    let keys = Keys::new(&[&key]);
+    let shm = SharedMemory::<Data>::create(&key, [0; 4]).expect("create");
+    let mut g = shm.lock().expect("not poisoned");
+    g[0] = 1;
+    assert!(matches!(shm.try_lock(), Err(TryLockError::WouldBlock)));
+    for which in ["lock", "lock_timeout"] {
+        let t = Instant::now();
+        let r = catch_unwind(AssertUnwindSafe(|| drop(call(&shm, which))));
+        let msg = r.expect_err("a relock must panic");
+        let msg = msg
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| msg.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        assert!(msg.contains("already holds"), "{which}: {msg}");
+        assert!(t.elapsed() < PROMPT, "{which} waited {:?}", t.elapsed());
+    }
+    drop(g);
+    assert!(!shm.is_poisoned());
+    assert_eq!(shm.lock().expect("not poisoned")[0], 1);
+    drop(shm);
+    keys.finish();
+}
