@@ -529,6 +529,11 @@ impl Segment {
         &self.key
     }
 
+    /// Device and inode of the object: the same for every handle to it.
+    pub(crate) fn identity(&self) -> (u64, u64) {
+        (self.stat.dev, self.stat.ino)
+    }
+
     pub(crate) fn native_key(&self) -> &str {
         &self.native
     }

@@ -235,7 +235,7 @@ impl<T: ?Sized + ShmData, A: Access> SharedMemory<T, A> {
         let raw = unsafe { RawMutex::from_ptr(segment.mutex_ptr()) };
         let data = T::from_raw_parts(segment.data_ptr().cast(), segment.elem_count());
         SharedMemory {
-            mutex: ShmMutex::new(raw),
+            mutex: ShmMutex::new(raw, segment.identity()),
             data: NonNull::new(data).expect("a mapping is never at address 0"),
             segment,
             _access: PhantomData,

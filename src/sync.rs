@@ -5,11 +5,51 @@
 //! its thread panics sets `poisoned`; every later acquisition, in any process,
 //! reports it until `clear_poison` stores 0. The mutex itself is made
 //! consistent at once, so it never becomes `ENOTRECOVERABLE`.
+//!
+//! Relocking: a thread that locks a segment it already holds would deadlock.
+//! The mutex cannot tell (its owner's thread id is ambiguous when processes
+//! in different PID namespaces share it), so each thread keeps the segments
+//! it holds, and a relock panics (`lock`, `lock_timeout`) or reports
+//! `WouldBlock` (`try_lock`).
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
-use crate::sys::{Acquired, Owner, RawMutex};
+use crate::sys::{self, Acquired, Owner, RawMutex};
+
+/// A segment's identity: the device and inode of its object.
+pub(crate) type SegmentId = (u64, u64);
+
+thread_local! {
+    /// The segments whose lock this thread holds, with the fork generation
+    /// they were taken in (a forked process holds none of its parent's).
+    static HELD: RefCell<(u64, Vec<SegmentId>)> = const { RefCell::new((0, Vec::new())) };
+}
+
+/// Runs `f` on this thread's list of held segments, emptied first if it was
+/// made before a `fork`.
+fn with_held<R>(f: impl FnOnce(&mut Vec<SegmentId>) -> R) -> R {
+    HELD.with(|h| {
+        let mut h = h.borrow_mut();
+        let generation = sys::fork_generation();
+        if h.0 != generation {
+            *h = (generation, Vec::new());
+        }
+        f(&mut h.1)
+    })
+}
+
+fn held_by_this_thread(id: SegmentId) -> bool {
+    with_held(|h| h.contains(&id))
+}
+
+fn relock_panic() -> ! {
+    panic!(
+        "typed-shm: this thread already holds the lock of this segment \
+         (a guard is still alive or was forgotten): locking it again would deadlock"
+    )
+}
 
 /// How an acquisition ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,6 +68,7 @@ pub(crate) enum Outcome {
 /// caller passes it in (the header mapping is owned by the segment).
 pub(crate) struct ShmMutex {
     raw: RawMutex,
+    id: SegmentId,
     /// Whether a thread of this process holds the lock through this handle
     /// (set after acquiring, cleared before releasing). A handle whose lock is
     /// still held when it is dropped (a forgotten guard) must never unmap it.
@@ -35,14 +76,18 @@ pub(crate) struct ShmMutex {
 }
 
 impl ShmMutex {
-    pub(crate) fn new(raw: RawMutex) -> Self {
+    pub(crate) fn new(raw: RawMutex, id: SegmentId) -> Self {
         ShmMutex {
             raw,
+            id,
             held: AtomicBool::new(false),
         }
     }
 
     fn outcome(&self, a: Acquired, poisoned: &AtomicU32) -> Outcome {
+        if matches!(a, Acquired::Locked | Acquired::OwnerDied) {
+            with_held(|h| h.push(self.id));
+        }
         match a {
             Acquired::Locked => {
                 self.held.store(true, Ordering::Relaxed);
@@ -64,14 +109,23 @@ impl ShmMutex {
     }
 
     pub(crate) fn lock(&self, poisoned: &AtomicU32) -> Outcome {
+        if held_by_this_thread(self.id) {
+            relock_panic();
+        }
         self.outcome(self.raw.lock(), poisoned)
     }
 
     pub(crate) fn try_lock(&self, poisoned: &AtomicU32) -> Outcome {
+        if held_by_this_thread(self.id) {
+            return Outcome::WouldBlock;
+        }
         self.outcome(self.raw.try_lock(), poisoned)
     }
 
     pub(crate) fn lock_timeout(&self, timeout: Duration, poisoned: &AtomicU32) -> Outcome {
+        if held_by_this_thread(self.id) {
+            relock_panic();
+        }
         self.outcome(self.raw.lock_timeout(timeout), poisoned)
     }
 
@@ -87,6 +141,11 @@ impl ShmMutex {
             poisoned.store(1, Ordering::Relaxed);
         }
         self.held.store(false, Ordering::Relaxed);
+        with_held(|h| {
+            if let Some(i) = h.iter().rposition(|&id| id == self.id) {
+                h.swap_remove(i);
+            }
+        });
         // SAFETY: this thread holds the mutex (this fn's contract).
         unsafe { self.raw.unlock() };
     }

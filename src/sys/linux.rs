@@ -283,7 +283,7 @@ pub(crate) enum Owner {
     Died,
 }
 
-/// A robust, process-shared, error-checking pthread mutex that lives at a
+/// A robust, process-shared pthread mutex that lives at a
 /// fixed address in a shared mapping. It does not own the memory.
 pub(crate) struct RawMutex {
     ptr: *mut libc::pthread_mutex_t,
@@ -319,7 +319,12 @@ impl RawMutex {
             // SAFETY: as above.
             set(unsafe { libc::pthread_mutexattr_setrobust(attr, libc::PTHREAD_MUTEX_ROBUST) })?;
             // SAFETY: as above.
-            set(unsafe { libc::pthread_mutexattr_settype(attr, libc::PTHREAD_MUTEX_ERRORCHECK) })?;
+            // The normal type: glibc's error-checking type compares the
+            // owner's thread id with the caller's, and thread ids repeat
+            // across PID namespaces (a locker in another container would be
+            // told it holds the lock already). Relocks are caught above
+            // this type, per thread.
+            set(unsafe { libc::pthread_mutexattr_settype(attr, libc::PTHREAD_MUTEX_NORMAL) })?;
             // SAFETY: `ptr` is valid, aligned and unused (this fn's contract);
             // `attr` is an initialized attribute object.
             set(unsafe { libc::pthread_mutex_init(ptr, attr) })
