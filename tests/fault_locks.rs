@@ -11,7 +11,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Child, Keys, hear, role, say, unique_key, wait_until};
+use common::{Child, Keys, hear, require_root, role, say, unique_key, wait_until};
 use typed_shm::{SharedMemory, TryLockError, TryLockResult};
 
 type Data = [u64; 4];
@@ -479,6 +479,131 @@ fn relock_by_the_holding_thread_is_refused_not_deadlocked() {
     drop(g);
     assert!(!shm.is_poisoned());
     assert_eq!(shm.lock().expect("not poisoned")[0], 1);
+    drop(shm);
+    keys.finish();
+}
+
+/// Runs `body` as PID 1 of a new PID namespace (its only thread has thread
+/// id 1 there) and returns that process's global pid. The caller is a
+/// dedicated child test process; the forked process runs only `body` (the
+/// library, `say` and `_exit`) while the harness's other threads are idle.
+fn in_new_pid_namespace(body: &dyn Fn() -> i32) -> i32 {
+    // SAFETY: unshare(2) with a flag constant; it only changes the PID
+    // namespace of the children this process makes from now on.
+    let rc = unsafe { libc::unshare(libc::CLONE_NEWPID) };
+    assert_eq!(rc, 0, "unshare(CLONE_NEWPID)");
+    // SAFETY: fork(2) has no memory preconditions; see above for what the
+    // forked process does.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork");
+    if pid == 0 {
+        // Die with the process that forked us, whatever happens to it.
+        // SAFETY: prctl(2) PR_SET_PDEATHSIG takes a signal number.
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+        let code = body();
+        // SAFETY: _exit(2) ends the forked process without running the
+        // parent's destructors or atexit handlers.
+        unsafe { libc::_exit(code) };
+    }
+    pid
+}
+
+/// Waits for the forked process `pid` and returns its exit code.
+fn reap(pid: i32) -> i32 {
+    let mut status = 0;
+    // SAFETY: waitpid(2) with our own child's pid and a valid pointer.
+    let rc = unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert_eq!(rc, pid, "waitpid");
+    if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        128 + libc::WTERMSIG(status)
+    }
+}
+
+/// Processes in different PID namespaces (containers sharing `/dev/shm`)
+/// can have the same thread id. The holder is thread 1 of one namespace, the
+/// locker thread 1 of another: the locker must wait for the lock (and time
+/// out), not be told that it "already holds" it; when the holder is killed,
+/// the locker gets the poison.
+#[test]
+fn lockers_in_other_pid_namespaces_with_the_same_thread_id_wait_their_turn() {
+    const ENTRY: &str = "lockers_in_other_pid_namespaces_with_the_same_thread_id_wait_their_turn";
+    if let Some((role, key)) = role() {
+        if role == "ns-holder" {
+            let pid = in_new_pid_namespace(&|| {
+                let shm = SharedMemory::<Data>::attach(&key).expect("attach");
+                let _g = shm.lock().expect("not poisoned");
+                say(&format!("holding as thread {}", common::gettid()));
+                // Until the parent kills us (at most a while).
+                std::thread::sleep(Duration::from_secs(30));
+                9
+            });
+            say(&format!("holder {pid}"));
+            reap(pid);
+        } else {
+            let pid = in_new_pid_namespace(&|| {
+                use std::panic::{AssertUnwindSafe, catch_unwind};
+                std::panic::set_hook(Box::new(|_| {}));
+                let shm = SharedMemory::<Data>::attach(&key).expect("attach");
+                say(&format!("locking as thread {}", common::gettid()));
+                let r = catch_unwind(AssertUnwindSafe(|| {
+                    describe(&shm.lock_timeout(Duration::from_millis(300)))
+                }));
+                let first = match r {
+                    Ok("timed-out") => 0,
+                    Ok(_) => 1,
+                    Err(_) => return 2,
+                };
+                if first != 0 {
+                    return first;
+                }
+                say("timed out");
+                // The parent kills the holder now.
+                let r = catch_unwind(AssertUnwindSafe(|| {
+                    describe(&shm.lock_timeout(Duration::from_secs(20)))
+                }));
+                match r {
+                    Ok("poisoned") => 0,
+                    Ok(_) => 3,
+                    Err(_) => 4,
+                }
+            });
+            let code = reap(pid);
+            say(&format!("locker {code}"));
+        }
+        return;
+    }
+    if !require_root(ENTRY, "creates PID namespaces") {
+        return;
+    }
+    let key = unique_key("pidns");
+    let keys = Keys::new(&[&key]);
+    let shm = SharedMemory::<Data>::create(&key, [0; 4]).expect("create");
+    let mut holder = Child::spawn(ENTRY, "ns-holder", &key, &[]);
+    // Two lines, from two processes, in either order.
+    let mut lines = [holder.next_line(LINE), holder.next_line(LINE)];
+    lines.sort();
+    assert_eq!(lines[1], "holding as thread 1");
+    let holder_pid: i32 = lines[0].strip_prefix("holder ").unwrap().parse().unwrap();
+    let mut locker = Child::spawn(ENTRY, "ns-locker", &key, &[]);
+    assert_eq!(locker.next_line(LINE), "locking as thread 1");
+    let line = locker.next_line(LINE);
+    assert_eq!(
+        line, "timed out",
+        "the locker with the holder's thread id was not made to wait"
+    );
+    // SAFETY: kill(2) on the holder's global pid, which its parent (our
+    // child) has not reaped yet.
+    assert_eq!(unsafe { libc::kill(holder_pid, libc::SIGKILL) }, 0);
+    assert_eq!(
+        locker.next_line(LINE),
+        "locker 0",
+        "the locker did not get the poison"
+    );
+    holder.wait_success(LINE);
+    locker.wait_success(LINE);
+    assert!(shm.is_poisoned());
     drop(shm);
     keys.finish();
 }
