@@ -313,7 +313,24 @@ pub fn gettid() -> i32 {
 }
 
 /// Whether the thread `tid` of process `pid` is asleep in a futex wait (a
-/// blocked `pthread_mutex_lock`), per `/proc/PID/task/TID/wchan`.
+/// blocked `pthread_mutex_lock`): per `/proc/PID/task/TID/wchan`, or, where
+/// the kernel hides wait channels, per the thread's state and current
+/// system call.
 pub fn blocked_in_futex(pid: i32, tid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/wchan")).is_ok_and(|w| w.contains("futex"))
+    let task = format!("/proc/{pid}/task/{tid}");
+    let wchan = std::fs::read_to_string(format!("{task}/wchan")).unwrap_or_default();
+    if wchan.contains("futex") {
+        return true;
+    }
+    if !wchan.is_empty() && wchan != "0" {
+        return false;
+    }
+    let sleeping = std::fs::read_to_string(format!("{task}/stat")).is_ok_and(|s| {
+        s.rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('S'))
+    });
+    let in_futex = std::fs::read_to_string(format!("{task}/syscall"))
+        .is_ok_and(|s| s.split(' ').next() == Some(&libc::SYS_futex.to_string()));
+    sleeping && in_futex
 }
