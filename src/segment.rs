@@ -453,10 +453,24 @@ impl Segment {
             match state {
                 STATE_READY => {}
                 STATE_DESTROYED => {
+                    // A remover marks the state and removes the name while it
+                    // holds the write lock. We hold a read lock: if the name
+                    // still refers to this object, the remover died in
+                    // between, and the object is gone all the same.
+                    if name_refers_to(&native, &st) {
+                        return Err(Error::new(
+                            ErrorKind::NotFound,
+                            format!(
+                                "segment {key:?} was being removed by a process that died doing \
+                                 so; create or open_or_create makes a new one"
+                            ),
+                        ));
+                    }
                     // Its last handle removed it while we opened it: start over.
                     if Instant::now() >= deadline {
                         return Err(timed_out("kept being removed while attaching"));
                     }
+                    sleep_backoff(attempt);
                     continue;
                 }
                 STATE_INIT => {
