@@ -641,3 +641,39 @@ fn attach_count_is_exact_while_other_locks_churn() {
     drop((a, _b, _c));
     keys.finish();
 }
+
+/// A process killed while removing a segment — after marking it destroyed,
+/// before removing its name (the last detach, or a reclaim) — leaves a
+/// half-removed object that nobody holds. `attach` says `NotFound` at once
+/// (not after spinning until its timeout), and `open_or_create` makes a
+/// fresh segment.
+#[test]
+fn remover_killed_between_marking_and_unlinking_is_not_waited_for() {
+    let key = unique_key("half-removed");
+    let keys = Keys::new(&[&key]);
+    let mut bytes = {
+        let shm = SharedMemory::<Data>::create(&key, [1; 4]).expect("create");
+        let bytes = std::fs::read(common::shm_path(&key)).unwrap();
+        shm.detach().expect("detach");
+        bytes
+    };
+    // The header's state word (offset 352) as the remover leaves it.
+    bytes[352..356].copy_from_slice(&0x4445_4144_u32.to_ne_bytes());
+    std::fs::write(common::shm_path(&key), &bytes).unwrap();
+    let t = Instant::now();
+    let err = SharedMemory::<Data>::options()
+        .timeout(Duration::from_secs(3))
+        .attach(&key)
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "attach waited {:?}",
+        t.elapsed()
+    );
+    let fresh = SharedMemory::<Data>::open_or_create(&key, || [2; 4]).expect("open_or_create");
+    assert!(fresh.created());
+    assert_eq!(*fresh.lock().expect("not poisoned"), [2; 4]);
+    drop(fresh);
+    keys.finish();
+}
