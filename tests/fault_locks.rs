@@ -461,9 +461,14 @@ fn relock_by_the_holding_thread_is_refused_not_deadlocked() {
     let key = unique_key("relock");
     let keys = Keys::new(&[&key]);
     let shm = SharedMemory::<Data>::create(&key, [0; 4]).expect("create");
+    let other = SharedMemory::<Data>::attach(&key).expect("attach");
     let mut g = shm.lock().expect("not poisoned");
     g[0] = 1;
     assert!(matches!(shm.try_lock(), Err(TryLockError::WouldBlock)));
+    // Through another handle of the same segment, too.
+    assert!(matches!(other.try_lock(), Err(TryLockError::WouldBlock)));
+    let r = std::panic::catch_unwind(AssertUnwindSafe(|| drop(other.lock())));
+    assert!(r.is_err(), "a relock through another handle must panic");
     for which in ["lock", "lock_timeout"] {
         let t = Instant::now();
         let r = catch_unwind(AssertUnwindSafe(|| drop(call(&shm, which))));
@@ -478,8 +483,8 @@ fn relock_by_the_holding_thread_is_refused_not_deadlocked() {
     }
     drop(g);
     assert!(!shm.is_poisoned());
-    assert_eq!(shm.lock().expect("not poisoned")[0], 1);
-    drop(shm);
+    assert_eq!(other.lock().expect("not poisoned")[0], 1);
+    drop((shm, other));
     keys.finish();
 }
 
@@ -604,6 +609,70 @@ fn lockers_in_other_pid_namespaces_with_the_same_thread_id_wait_their_turn() {
     holder.wait_success(LINE);
     locker.wait_success(LINE);
     assert!(shm.is_poisoned());
+    drop(shm);
+    keys.finish();
+}
+
+extern "C" fn ignore_signal(_: libc::c_int) {}
+
+/// Signals delivered to a thread blocked in `lock_timeout` or `lock` (with a
+/// handler installed without `SA_RESTART`, so every wait is interrupted) do
+/// not wake it early, do not make it fail, and do not lose the wake-up when
+/// the lock is released.
+#[test]
+fn signals_to_a_blocked_waiter_neither_end_its_wait_early_nor_break_it() {
+    const ENTRY: &str = "signals_to_a_blocked_waiter_neither_end_its_wait_early_nor_break_it";
+    if let Some((_, key)) = role() {
+        // SAFETY: `sigaction` is a plain C struct; all-zero is valid (no
+        // flags, so no SA_RESTART, and an empty mask).
+        let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
+        sa.sa_sigaction = ignore_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        // SAFETY: sigaction(2) with a valid struct whose handler does
+        // nothing (async-signal-safe), and a null pointer for the old one.
+        let rc = unsafe { libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut()) };
+        assert_eq!(rc, 0);
+        let shm = SharedMemory::<Data>::attach(&key).expect("attach");
+        say(&format!("tid {}", common::gettid()));
+        let t = Instant::now();
+        let r = shm.lock_timeout(Duration::from_millis(1500));
+        say(&format!("{} {}", describe(&r), t.elapsed().as_millis()));
+        drop(r);
+        let g = shm.lock().expect("not poisoned");
+        say(&format!("locked {}", g[0]));
+        drop(g);
+        hear();
+        return;
+    }
+    let key = unique_key("signals");
+    let keys = Keys::new(&[&key]);
+    let shm = SharedMemory::<Data>::create(&key, [0; 4]).expect("create");
+    let mut g = shm.lock().expect("not poisoned");
+    let mut c = Child::spawn(ENTRY, "waiter", &key, &[]);
+    let tid: i32 = c.next_line(LINE).strip_prefix("tid ").unwrap().parse().unwrap();
+    let pid = c.pid();
+    let pester = |n: usize| {
+        for _ in 0..n {
+            // SAFETY: tgkill(2) to a thread of our own, still running, child.
+            let rc = unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, libc::SIGUSR1) };
+            assert_eq!(rc, 0, "tgkill");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    assert!(wait_until(LINE, || common::blocked_in_futex(pid, tid)));
+    pester(30);
+    let line = c.next_line(LINE);
+    let (what, ms) = line.split_once(' ').unwrap();
+    assert_eq!(what, "timed-out", "lock_timeout under signals");
+    let ms: u64 = ms.parse().unwrap();
+    assert!(ms >= 1500, "lock_timeout ended early, after {ms} ms");
+    assert!(wait_until(LINE, || common::blocked_in_futex(pid, tid)));
+    pester(20);
+    g[0] = 42;
+    drop(g);
+    assert_eq!(c.next_line(LINE), "locked 42", "lock under signals");
+    c.send("bye");
+    c.wait_success(LINE);
+    assert!(!shm.is_poisoned());
     drop(shm);
     keys.finish();
 }

@@ -195,3 +195,53 @@ fn no_file_descriptors_left_is_out_of_resources_and_leaks_nothing() {
     drop(shm);
     keys.finish();
 }
+
+/// The current size of this process's address space, in bytes.
+fn address_space_in_use() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmSize:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmSize");
+    kb * 1024
+}
+
+/// With too little address space left (`RLIMIT_AS`) to map a segment,
+/// `create` and `attach` report `OutOfResources` instead of failing later,
+/// leave no object, mapping or descriptor behind, and the segment's other
+/// users are unaffected.
+#[test]
+fn no_address_space_left_is_out_of_resources_and_leaks_nothing() {
+    const ENTRY: &str = "no_address_space_left_is_out_of_resources_and_leaks_nothing";
+    const BIG: usize = 64 << 20;
+    if let Some((_, key)) = role() {
+        let new_key = format!("{key}-new");
+        let fds = common::open_fds();
+        set_limit(libc::RLIMIT_AS, address_space_in_use() + (16 << 20));
+        let e = SharedMemory::<[u8]>::create_slice(&new_key, BIG, 0).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::OutOfResources, "create: {e}");
+        assert!(!common::exists(&new_key), "a failed create left its object");
+        let e = SharedMemory::<[u8]>::attach(&key).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::OutOfResources, "attach: {e}");
+        assert_eq!(common::open_fds(), fds, "descriptors leaked");
+        assert!(
+            !common::process_uses(&common::shm_path(&key)),
+            "a mapping was left"
+        );
+        // A small segment still fits.
+        let small = SharedMemory::<[u64; 4]>::create(&new_key, [1; 4]).expect("small create");
+        drop(small);
+        say("ok");
+        return;
+    }
+    let key = unique_key("no-as");
+    let new_key = format!("{key}-new");
+    let keys = Keys::new(&[&key, &new_key]);
+    let shm = SharedMemory::<[u8]>::create_slice(&key, BIG, 9).unwrap();
+    run_child(ENTRY, "no-as", &key);
+    assert_eq!(shm.attach_count(), 1);
+    assert!(shm.lock().unwrap().iter().all(|&b| b == 9));
+    drop(shm);
+    keys.finish();
+}
