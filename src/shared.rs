@@ -939,16 +939,25 @@ impl<T: ShmSafe> Options<T> {
     pub fn open_or_create(&self, key: &str, init: impl FnOnce() -> T) -> Result<SharedMemory<T>, Error> {
         let mut init = Some(init);
         let mut last = None;
+        // One timeout for the whole call, not one per retry.
+        let deadline = std::time::Instant::now() + self.timeout;
         for _ in 0..8 {
             match self.create_with(key, &mut init) {
                 Err(e) if e.kind() == crate::ErrorKind::AlreadyExists => {}
                 other => return other,
             }
-            match self.attach(key) {
+            let mut remaining = self.clone();
+            remaining.timeout = deadline.saturating_duration_since(std::time::Instant::now());
+            match remaining.attach(key) {
                 // Removed between our create and attach, or its creator died
                 // initializing it: creating again reclaims it.
                 Err(e) if matches!(e.kind(), crate::ErrorKind::NotFound | crate::ErrorKind::TimedOut) => {
-                    last = Some(e)
+                    let out_of_time =
+                        e.kind() == crate::ErrorKind::TimedOut && std::time::Instant::now() >= deadline;
+                    last = Some(e);
+                    if out_of_time {
+                        break;
+                    }
                 }
                 other => return other,
             }
