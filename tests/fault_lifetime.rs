@@ -677,3 +677,48 @@ fn remover_killed_between_marking_and_unlinking_is_not_waited_for() {
     drop(fresh);
     keys.finish();
 }
+
+/// `open_or_create` on a key whose creator is alive but stuck in its `init`
+/// waits at most its timeout — not the timeout once per internal retry —
+/// and says `TimedOut`; once the creator is killed it reclaims the key.
+#[test]
+fn open_or_create_waits_at_most_its_timeout_for_a_stuck_creator() {
+    const ENTRY: &str = "open_or_create_waits_at_most_its_timeout_for_a_stuck_creator";
+    if let Some((_, key)) = role() {
+        let _shm = SharedMemory::<Data>::open_or_create(&key, || {
+            say("initializing");
+            hear(); // never answered: the parent kills us here
+            [0; 4]
+        });
+        unreachable!("the parent kills this process during init");
+    }
+    let key = unique_key("stuck-creator");
+    let keys = Keys::new(&[&key]);
+    let bound = Duration::from_millis(300);
+    let mut creator = Child::spawn(ENTRY, "creator", &key, &[]);
+    creator.expect("initializing", LINE);
+    let t = Instant::now();
+    let err = SharedMemory::<Data>::options()
+        .timeout(bound)
+        .open_or_create(&key, || [1; 4])
+        .unwrap_err();
+    let waited = t.elapsed();
+    assert_eq!(err.kind(), ErrorKind::TimedOut, "{err}");
+    assert!(waited >= bound, "gave up early: {waited:?}");
+    assert!(
+        waited < bound + Duration::from_secs(1),
+        "waited {waited:?} for a {bound:?} timeout"
+    );
+    assert!(
+        err.to_string().contains("300ms"),
+        "the message gives the timeout: {err}"
+    );
+    creator.kill();
+    let fresh = SharedMemory::<Data>::options()
+        .timeout(bound)
+        .open_or_create(&key, || [1; 4])
+        .expect("reclaims");
+    assert!(fresh.created());
+    drop(fresh);
+    keys.finish();
+}
