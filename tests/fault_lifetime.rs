@@ -722,3 +722,48 @@ fn open_or_create_waits_at_most_its_timeout_for_a_stuck_creator() {
     drop(fresh);
     keys.finish();
 }
+
+/// Threads (each its own handle) calling `create` at the same instant on a
+/// free key: exactly one succeeds, every other one says `AlreadyExists` —
+/// never another error, never a second segment.
+#[test]
+fn concurrent_create_succeeds_exactly_once() {
+    const THREADS: usize = 6;
+    const ROUNDS: usize = 200;
+    let key = unique_key("racing-create");
+    let keys = Keys::new(&[&key]);
+    for round in 0..ROUNDS {
+        let barrier = Arc::new(Barrier::new(THREADS));
+        let threads: Vec<_> = (0..THREADS)
+            .map(|id| {
+                let barrier = barrier.clone();
+                let key = key.clone();
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    SharedMemory::<Data>::create(&key, [id as u64; 4])
+                })
+            })
+            .collect();
+        let results: Vec<_> = threads.into_iter().map(|t| t.join().expect("thread")).collect();
+        let mut winners = Vec::new();
+        for r in results {
+            match r {
+                Ok(s) => winners.push(s),
+                Err(e) => assert_eq!(e.kind(), ErrorKind::AlreadyExists, "round {round}: {e}"),
+            }
+        }
+        assert_eq!(
+            winners.len(),
+            1,
+            "round {round}: {} creates succeeded",
+            winners.len()
+        );
+        let peer = SharedMemory::<Data>::attach(&key).expect("attach the winner's segment");
+        let seen = *peer.lock().unwrap();
+        assert_eq!(seen, *winners[0].lock().unwrap(), "round {round}: two segments");
+        assert_eq!(peer.attach_count(), 2, "round {round}");
+        drop((peer, winners));
+        assert!(!exists(&key), "round {round}: segment left behind");
+    }
+    keys.finish();
+}

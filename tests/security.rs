@@ -196,7 +196,7 @@ fn hostile_files_give_their_error_kind_and_stay_untouched() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
     /// Fuzzed segment files: a real header with random bytes changed, or
     /// random bytes of a random length. Attaching never panics and never
