@@ -28,9 +28,10 @@ thread_local! {
 }
 
 /// Runs `f` on this thread's list of held segments, emptied first if it was
-/// made before a `fork`.
-fn with_held<R>(f: impl FnOnce(&mut Vec<SegmentId>) -> R) -> R {
-    HELD.with(|h| {
+/// made before a `fork`. While the thread's locals are being destroyed (a
+/// guard kept in another thread-local), the list is gone: `R::default()`.
+fn with_held<R: Default>(f: impl FnOnce(&mut Vec<SegmentId>) -> R) -> R {
+    HELD.try_with(|h| {
         let mut h = h.borrow_mut();
         let generation = sys::fork_generation();
         if h.0 != generation {
@@ -38,6 +39,7 @@ fn with_held<R>(f: impl FnOnce(&mut Vec<SegmentId>) -> R) -> R {
         }
         f(&mut h.1)
     })
+    .unwrap_or_default()
 }
 
 fn held_by_this_thread(id: SegmentId) -> bool {
