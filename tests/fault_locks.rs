@@ -676,3 +676,52 @@ fn signals_to_a_blocked_waiter_neither_end_its_wait_early_nor_break_it() {
     drop(shm);
     keys.finish();
 }
+
+/// A guard kept in a thread-local of a thread that ends is released by that
+/// thread-local's destructor — also when the library's own per-thread state
+/// is destroyed first — without a panic in a destructor (an abort), and the
+/// lock is free and not poisoned afterwards.
+#[test]
+fn a_guard_in_a_thread_local_is_released_when_its_thread_ends() {
+    use std::cell::RefCell;
+    type StaticGuard = typed_shm::Guard<'static, Data>;
+    thread_local! {
+        static KEPT: RefCell<Option<StaticGuard>> = const { RefCell::new(None) };
+    }
+    if let Some((_, key)) = role() {
+        let shm: &'static SharedMemory<Data> =
+            Box::leak(Box::new(SharedMemory::<Data>::attach(&key).unwrap()));
+        std::thread::spawn(move || {
+            // Registered before the library's per-thread state, so destroyed
+            // after it (thread-local destructors run in reverse order).
+            KEPT.with(|k| assert!(k.borrow().is_none()));
+            let mut g = shm.lock().expect("not poisoned");
+            g[0] = 3;
+            KEPT.with(|k| *k.borrow_mut() = Some(g));
+        })
+        .join()
+        .expect("the thread ended normally");
+        let g = shm
+            .lock_timeout(Duration::from_secs(5))
+            .expect("free and not poisoned");
+        assert_eq!(g[0], 3);
+        drop(g);
+        say("ok");
+        return;
+    }
+    let key = unique_key("tls-guard");
+    let keys = Keys::new(&[&key]);
+    let shm = SharedMemory::<Data>::create(&key, [0; 4]).expect("create");
+    let mut c = Child::spawn(
+        "a_guard_in_a_thread_local_is_released_when_its_thread_ends",
+        "tls",
+        &key,
+        &[],
+    );
+    assert_eq!(c.next_line(LINE), "ok");
+    let status = c.wait_exit(LINE);
+    assert!(status.success(), "{status}");
+    assert!(!shm.is_poisoned());
+    drop(shm);
+    keys.finish();
+}
