@@ -804,6 +804,12 @@ impl<T: ?Sized + ShmData> Options<T> {
     /// opens the segment read-write, so a process needs both read and write
     /// permission to attach, even read-only.
     ///
+    /// Group and other bits restrict or document access, but do not share a
+    /// segment with other users: `attach` opens only segments owned by its
+    /// own effective user, which is what stops another user from planting a
+    /// segment under a key first (squatting). Processes that share a segment
+    /// run as the same user.
+    ///
     /// # Examples
     ///
     /// ```
