@@ -1,13 +1,179 @@
-//! typed-shm (crate docs are written in full with the core library).
+//! Typed, crash-safe named shared memory for processes.
+//!
+//! `typed-shm` shares a value of type `T` (or a slice `[E]`) between
+//! processes through a named POSIX shared-memory segment — Qt's
+//! `QSharedMemory`, done the way a Rust user expects:
+//!
+//! - **Typed.** A segment holds a [`ShmSafe`] type: plain data with no padding,
+//!   pointers, `bool`s or enums. `#[derive(ShmSafe)]` checks that at compile
+//!   time and records a layout fingerprint; a program that attaches with
+//!   another layout gets [`ErrorKind::LayoutMismatch`], never garbage.
+//! - **Locked.** The data is reachable only through a [`Guard`], which holds a
+//!   robust, process-shared mutex stored in the segment. [`try_lock`] and
+//!   [`lock_timeout`] are there; a lock taken with no system call when it is
+//!   free.
+//! - **Crash-safe.** A holder that dies (even by `SIGKILL`) never deadlocks the
+//!   others: the next locker gets a [`PoisonError`], std-style, with the data
+//!   as the dead holder left it. The segment disappears when the last attached
+//!   process detaches — also when some of them were killed — and a segment
+//!   left by processes that all died is reclaimed by the next `create`.
+//!
+//! [`try_lock`]: SharedMemory::try_lock
+//! [`lock_timeout`]: SharedMemory::lock_timeout
+//!
+//! # Two processes
+//!
+//! ```no_run
+//! use typed_shm::{SharedMemory, ShmSafe};
+//!
+//! #[derive(Clone, Copy, ShmSafe)]
+//! #[repr(C)]
+//! struct Telemetry {
+//!     seq: u64,
+//!     temps: [f32; 8],
+//! }
+//!
+//! // Process A
+//! let shm = SharedMemory::<Telemetry>::create("telemetry", Telemetry { seq: 0, temps: [0.0; 8] })?;
+//! {
+//!     let mut t = shm.lock().unwrap();
+//!     t.seq += 1;
+//!     t.temps[0] = 21.5;
+//! }
+//!
+//! // Process B
+//! let shm = SharedMemory::<Telemetry>::attach("telemetry")?;
+//! let t = shm.lock().unwrap();
+//! println!("#{}: {} °C", t.seq, t.temps[0]);
+//! # Ok::<(), typed_shm::Error>(())
+//! ```
+//!
+//! The same within one process, as a runnable test (each handle could live in
+//! another process):
+//!
+//! ```
+//! use typed_shm::{ReadOnly, SharedMemory};
+//! # let key = format!("doc-crate-{}", std::process::id());
+//! let writer = SharedMemory::<[u64; 4]>::create(&key, [0; 4])?;
+//! let reader = SharedMemory::<[u64; 4], ReadOnly>::attach(&key)?;
+//! writer.lock().unwrap()[3] = 99;
+//! assert_eq!(reader.lock().unwrap()[3], 99);
+//! drop(writer);
+//! drop(reader); // the last handle removes the segment
+//! # assert!(!std::path::Path::new(&format!("/dev/shm/tshm_{key}")).exists());
+//! # Ok::<(), typed_shm::Error>(())
+//! ```
+//!
+//! `cargo run --release --example counter` starts several processes that
+//! increment one shared counter.
+//!
+//! # Safety model
+//!
+//! The API is safe. Memory safety rests on four things:
+//!
+//! 1. `T: ShmSafe`: every byte pattern is a valid `T`, so no peer can write a
+//!    value that is undefined behaviour to read;
+//! 2. `&T` / `&mut T` into the data exist only inside a guard, while the lock
+//!    is held;
+//! 3. the header is validated (magic, version, ABI, layout fingerprint,
+//!    lengths against the file size) before anything is mapped or used;
+//! 4. segments are created with mode `0600` (exactly, whatever the umask), and
+//!    only files owned by the effective user are opened.
+//!
+//! What remains is a trust assumption: every process with write access uses
+//! this library's protocol. A process that truncates the object can make
+//! readers fault (`SIGBUS`): named POSIX shared-memory objects cannot be
+//! sealed on Linux.
+//!
+//! # Coming from Qt
+//!
+//! | QSharedMemory | typed-shm |
+//! |---|---|
+//! | `QSharedMemory(key)` + `create(size)` | [`SharedMemory::<T>::create(key, init)`](SharedMemory::create) / [`create_slice`](SharedMemory::create_slice) |
+//! | `attach(ReadWrite)` / `attach(ReadOnly)` | [`SharedMemory::<T>::attach`](SharedMemory::attach) / `SharedMemory::<T, ReadOnly>::attach` |
+//! | `detach()`, destructor | [`detach()`](SharedMemory::detach), `Drop` |
+//! | `isAttached()` | always true for a live handle (typestate) |
+//! | `setKey()` | make a new handle |
+//! | `lock()` / `unlock()` | [`lock()`](SharedMemory::lock) returns a guard; dropping it unlocks |
+//! | `data()` / `constData()` | `*guard` (`&mut T` / `&T`) |
+//! | `size()` | [`size()`](SharedMemory::size) (exact, not page-rounded) |
+//! | `error()` / `errorString()` | `Err(e)`: [`e.kind()`](Error::kind) / `e.to_string()` |
+//! | `nativeKey()` | [`native_key()`](SharedMemory::native_key) |
+//!
+//! Unlike Qt, a lock is a futex in the segment (no system call when free), a
+//! crashed holder is reported instead of leaving the data silently
+//! half-written, segments never leak on Linux, and there are
+//! [`try_lock`](SharedMemory::try_lock) and
+//! [`lock_timeout`](SharedMemory::lock_timeout).
+//!
+//! # Keys
+//!
+//! A key is any UTF-8 string of 1 to 255 bytes without NUL. The OS name
+//! ([`native_key`](SharedMemory::native_key)) is derived from it so that
+//! programs in other languages can compute it:
+//!
+//! - a key of at most 24 bytes made only of `A-Z a-z 0-9 . _ -` becomes
+//!   `/tshm_<key>` (`/dev/shm/tshm_<key>`);
+//! - any other key becomes `/tshm_<prefix>~<hash>`: `<prefix>` is the key's
+//!   first 7 characters with every character outside that set replaced by `_`,
+//!   `<hash>` the 64-bit FNV-1a hash of the key's UTF-8 bytes as 16 lowercase
+//!   hex digits.
+//!
+//! # Platform support
+//!
+//! Linux with glibc (x86_64 and other 64- and 32-bit targets): the crate relies
+//! on POSIX shared memory in `/dev/shm`, open-file-description locks
+//! (`F_OFD_SETLK`, Linux 3.15+) and glibc's robust process-shared mutexes
+//! (glibc 2.30+ for the monotonic `lock_timeout`). On other platforms it does
+//! not compile, with a message saying so. All OS calls live in one module, so
+//! ports can be added.
+//!
+//! # Cargo features
+//!
+//! - `derive` (default): `#[derive(ShmSafe)]`, re-exported from
+//!   `typed-shm-derive`.
 #![deny(unsafe_code)]
 
+mod error;
 mod fingerprint;
+mod guard;
+mod header;
+mod key;
+mod segment;
+mod shared;
 mod shm_safe;
+mod sync;
+mod sys;
 
+pub use error::{Error, ErrorKind, LockResult, PoisonError, TryLockError, TryLockResult};
 pub use fingerprint::FingerprintBuilder;
+pub use guard::Guard;
+pub use shared::{
+    Access, DEFAULT_MODE, DEFAULT_TIMEOUT, Options, ReadOnly, ReadWrite, SharedMemory, ShmData,
+};
 pub use shm_safe::ShmSafe;
 #[cfg(feature = "derive")]
 pub use typed_shm_derive::ShmSafe;
+
+/// The OS name of the segment that `key` names (what
+/// [`SharedMemory::native_key`] returns), without opening anything: for peers
+/// written in other languages, and for tools that inspect `/dev/shm`.
+///
+/// # Errors
+///
+/// [`ErrorKind::KeyError`] for an empty key, a key with NUL, or a key longer
+/// than 255 bytes.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(typed_shm::native_key("telemetry")?, "/tshm_telemetry");
+/// assert_eq!(typed_shm::native_key("a key with spaces")?, "/tshm_a_key_w~26f82781e701e160");
+/// # Ok::<(), typed_shm::Error>(())
+/// ```
+pub fn native_key(key: &str) -> Result<String, Error> {
+    key::native_key(key)
+}
 
 #[doc(hidden)]
 #[path = "private.rs"]

@@ -1,0 +1,516 @@
+//! The segment header (format v1): its `#[repr(C)]` layout, pinned by static
+//! assertions, and [`validate`], a pure function over its bytes.
+//!
+//! The header occupies the start of the first page of the object; the data
+//! starts on the next page boundary (`data_offset`), so the data can be mapped
+//! read-only while the header, which holds the lock, stays writable.
+//!
+//! | offset | field | |
+//! |---|---|---|
+//! | 0 | `magic: [u8; 8]` | `b"TYPEDSHM"` |
+//! | 8 | `version: u32` | format version, 1 |
+//! | 12 | `header_size: u32` | 512 |
+//! | 16 | `abi: [u32; 6]` | libc family, `pthread_mutex_t` size, pointer bits, endianness mark, page size, `pthread_mutex_t` alignment |
+//! | 40 | `data_offset: u64` | where the data starts (the page size) |
+//! | 48 | `data_len: u64` | bytes of data |
+//! | 56 | `elem_size: u64` | size of `T`, or of `E` for `[E]` |
+//! | 64 | `elem_align: u64` | alignment of the same |
+//! | 72 | `elem_count: u64` | 1, or the slice length |
+//! | 80 | `fingerprint: u64` | [`ShmSafe::FINGERPRINT`](crate::ShmSafe::FINGERPRINT) of the element |
+//! | 88 | `flags: u32` | bit 0: the data is a slice |
+//! | 92 | `desc_len: u32` | bytes used in `desc` |
+//! | 96 | `desc: [u8; 256]` | readable layout of the element, UTF-8 |
+//! | 352 | `state: u32` (atomic) | 0 while initializing, `READY`, `DESTROYED` |
+//! | 356 | `poisoned: u32` (atomic) | non-zero after a holder died or panicked |
+//! | 360 | `attach_count: u32` (atomic) | handles that attached and have not detached (advisory: killed processes never decrement it) |
+//! | 364 | reserved | zero |
+//! | 384 | `mutex: [u8; 64]` | the robust `pthread_mutex_t` |
+//! | 448 | reserved | zero, up to 512 |
+
+use std::mem::{align_of, offset_of, size_of};
+
+use static_assertions::{const_assert, const_assert_eq};
+
+use crate::error::{Error, ErrorKind};
+use crate::sys;
+
+/// First bytes of every typed-shm segment.
+pub(crate) const MAGIC: [u8; 8] = *b"TYPEDSHM";
+/// Format version written by this library.
+pub(crate) const VERSION: u32 = 1;
+/// Size of the header in bytes.
+pub(crate) const HEADER_SIZE: usize = 512;
+/// Bytes available for the layout description.
+pub(crate) const DESC_CAP: usize = 256;
+/// Read as a native `u32`, shows the byte order of the writer.
+const ENDIAN_MARK: u32 = 0x0102_0304;
+
+/// `state` while the creator initializes (a fresh object is all zeros).
+pub(crate) const STATE_INIT: u32 = 0;
+/// `state` once the creator has published the segment.
+pub(crate) const STATE_READY: u32 = 0x5245_4459;
+/// `state` after the last handle detached or a stale segment was reclaimed:
+/// the name is about to disappear; whoever sees it starts over.
+pub(crate) const STATE_DESTROYED: u32 = 0x4445_4144;
+
+const FLAG_SLICE: u32 = 1;
+
+/// The header as stored. Fields that change after publication (`state`,
+/// `poisoned`, `attach_count`, `mutex`) are only ever accessed in place,
+/// through atomics or the pthread API, never through this struct.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+pub(crate) struct Header {
+    pub magic: [u8; 8],
+    pub version: u32,
+    pub header_size: u32,
+    pub abi: [u32; 6],
+    pub data_offset: u64,
+    pub data_len: u64,
+    pub elem_size: u64,
+    pub elem_align: u64,
+    pub elem_count: u64,
+    pub fingerprint: u64,
+    pub flags: u32,
+    pub desc_len: u32,
+    pub desc: [u8; DESC_CAP],
+    pub state: u32,
+    pub poisoned: u32,
+    pub attach_count: u32,
+    pub reserved0: [u32; 5],
+    pub mutex: [u64; 8],
+    pub reserved1: [u64; 8],
+}
+
+const_assert_eq!(size_of::<Header>(), HEADER_SIZE);
+const_assert_eq!(align_of::<Header>(), 64);
+const_assert_eq!(offset_of!(Header, version), 8);
+const_assert_eq!(offset_of!(Header, header_size), 12);
+const_assert_eq!(offset_of!(Header, abi), 16);
+const_assert_eq!(offset_of!(Header, data_offset), 40);
+const_assert_eq!(offset_of!(Header, data_len), 48);
+const_assert_eq!(offset_of!(Header, elem_size), 56);
+const_assert_eq!(offset_of!(Header, elem_align), 64);
+const_assert_eq!(offset_of!(Header, elem_count), 72);
+const_assert_eq!(offset_of!(Header, fingerprint), 80);
+const_assert_eq!(offset_of!(Header, flags), 88);
+const_assert_eq!(offset_of!(Header, desc_len), 92);
+const_assert_eq!(offset_of!(Header, desc), 96);
+const_assert_eq!(offset_of!(Header, state), 352);
+const_assert_eq!(offset_of!(Header, poisoned), 356);
+const_assert_eq!(offset_of!(Header, attach_count), 360);
+const_assert_eq!(offset_of!(Header, mutex), 384);
+// The mutex must fit its slot and be aligned by it.
+const_assert!(sys::MUTEX_SIZE <= 64);
+const_assert!(sys::MUTEX_ALIGN <= 8);
+const_assert!(HEADER_SIZE <= 4096);
+
+// SAFETY: `Header` is `#[repr(C)]` and made only of integers and integer
+// arrays; the assertions above pin every offset, and the field sizes add up to
+// exactly HEADER_SIZE (8+4+4+24+6*8+4+4+256+3*4+20+64+64 = 512), so it has no
+// padding. The all-zero bit pattern is valid for integers.
+#[allow(unsafe_code)]
+unsafe impl bytemuck::Zeroable for Header {}
+// SAFETY: as above: no padding, every bit pattern of every field is valid, no
+// pointers or interior mutability, `Copy + 'static`.
+#[allow(unsafe_code)]
+unsafe impl bytemuck::Pod for Header {}
+
+/// The layout a program expects a segment to have.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Expected {
+    pub fingerprint: u64,
+    pub elem_size: usize,
+    pub elem_align: usize,
+    pub slice: bool,
+    /// Readable layout of the element (`write_layout`).
+    pub desc: String,
+    pub page_size: usize,
+}
+
+/// What a validated header says about the data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Validated {
+    pub data_offset: u64,
+    pub data_len: usize,
+    pub elem_count: usize,
+}
+
+fn abi_stamp(page_size: usize) -> [u32; 6] {
+    [
+        sys::LIBC_FAMILY,
+        sys::MUTEX_SIZE as u32,
+        usize::BITS,
+        ENDIAN_MARK,
+        u32::try_from(page_size).unwrap_or(u32::MAX),
+        sys::MUTEX_ALIGN as u32,
+    ]
+}
+
+/// Truncates `desc` to fit [`DESC_CAP`] bytes on a character boundary, marking
+/// the cut with `…`.
+fn fit_desc(desc: &str) -> &str {
+    if desc.len() <= DESC_CAP {
+        return desc;
+    }
+    let mut end = DESC_CAP - '…'.len_utf8();
+    while !desc.is_char_boundary(end) {
+        end -= 1;
+    }
+    &desc[..end]
+}
+
+impl Header {
+    /// The header a creator writes (state `INIT`; counters and the mutex are
+    /// set up in place afterwards).
+    pub(crate) fn new(expected: &Expected, data_offset: u64, data_len: u64, elem_count: u64) -> Self {
+        let mut h: Header = bytemuck::Zeroable::zeroed();
+        h.magic = MAGIC;
+        h.version = VERSION;
+        h.header_size = HEADER_SIZE as u32;
+        h.abi = abi_stamp(expected.page_size);
+        h.data_offset = data_offset;
+        h.data_len = data_len;
+        h.elem_size = expected.elem_size as u64;
+        h.elem_align = expected.elem_align as u64;
+        h.elem_count = elem_count;
+        h.fingerprint = expected.fingerprint;
+        h.flags = if expected.slice { FLAG_SLICE } else { 0 };
+        let desc = fit_desc(&expected.desc);
+        let mut bytes = desc.as_bytes().to_vec();
+        if desc.len() < expected.desc.len() {
+            bytes.extend_from_slice("…".as_bytes());
+        }
+        h.desc[..bytes.len()].copy_from_slice(&bytes);
+        h.desc_len = bytes.len() as u32;
+        h
+    }
+
+    /// The layout description stored in the header (lossy if not UTF-8).
+    pub(crate) fn description(&self) -> String {
+        let len = (self.desc_len as usize).min(DESC_CAP);
+        String::from_utf8_lossy(&self.desc[..len]).into_owned()
+    }
+}
+
+fn describe(desc: &str, slice: bool, elem_count: u64, data_len: u64) -> String {
+    if slice {
+        format!("[{desc}; {elem_count}] ({data_len} bytes)")
+    } else {
+        format!("{desc} ({data_len} bytes)")
+    }
+}
+
+/// Validates a copy of a header against the object's length and the layout
+/// this program expects, in the order: magic → format version → ABI stamp →
+/// layout (fingerprint, element size and alignment, slice or not) → declared
+/// lengths against the file length (overflow-checked). Pure; never panics.
+///
+/// # Errors
+///
+/// - [`ErrorKind::Corrupted`]: too short, wrong magic, or inconsistent lengths;
+/// - [`ErrorKind::IncompatibleVersion`]: another format version or ABI;
+/// - [`ErrorKind::LayoutMismatch`]: another element type; the message shows
+///   both layouts.
+pub(crate) fn validate(
+    key: &str,
+    bytes: &[u8],
+    file_len: u64,
+    expected: &Expected,
+) -> Result<Validated, Error> {
+    let corrupted = |what: String| {
+        Error::new(
+            ErrorKind::Corrupted,
+            format!("segment {key:?} is not a valid typed-shm segment: {what}; it was left untouched"),
+        )
+    };
+    if bytes.len() < HEADER_SIZE || file_len < HEADER_SIZE as u64 {
+        return Err(corrupted(format!(
+            "it is {} bytes long, shorter than the {HEADER_SIZE}-byte header",
+            file_len.min(bytes.len() as u64)
+        )));
+    }
+    let h: Header = bytemuck::pod_read_unaligned(&bytes[..HEADER_SIZE]);
+    if h.magic != MAGIC {
+        return Err(corrupted("its first bytes are not the typed-shm magic".into()));
+    }
+    if h.version != VERSION || h.header_size != HEADER_SIZE as u32 {
+        return Err(Error::new(
+            ErrorKind::IncompatibleVersion,
+            format!(
+                "segment {key:?} has header format version {} ({} bytes); this library reads \
+                 version {VERSION} ({HEADER_SIZE} bytes): use the same typed-shm version in every program",
+                h.version, h.header_size
+            ),
+        ));
+    }
+    let abi = abi_stamp(expected.page_size);
+    if h.abi != abi {
+        return Err(Error::new(
+            ErrorKind::IncompatibleVersion,
+            format!(
+                "segment {key:?} was created by a build with another ABI (libc family, mutex size, \
+                 pointer width, byte order, page size, mutex alignment = {:?}; this build: {abi:?}): \
+                 build every program for the same target",
+                h.abi
+            ),
+        ));
+    }
+    let slice = h.flags & FLAG_SLICE != 0;
+    if h.fingerprint != expected.fingerprint
+        || h.elem_size != expected.elem_size as u64
+        || h.elem_align != expected.elem_align as u64
+        || slice != expected.slice
+    {
+        let ours = if expected.slice {
+            format!("[{}] ({} bytes per element)", expected.desc, expected.elem_size)
+        } else {
+            format!("{} ({} bytes)", expected.desc, expected.elem_size)
+        };
+        return Err(Error::new(
+            ErrorKind::LayoutMismatch,
+            format!(
+                "segment {key:?} holds {}; this program expects {ours}: every program must use \
+                 the same type definition",
+                describe(&h.description(), slice, h.elem_count, h.data_len)
+            ),
+        ));
+    }
+    let page = expected.page_size as u64;
+    if h.data_offset < HEADER_SIZE as u64 || page == 0 || h.data_offset % page != 0 {
+        return Err(corrupted(format!(
+            "its data offset {} is not a page boundary",
+            h.data_offset
+        )));
+    }
+    let end = h.data_offset.checked_add(h.data_len);
+    if end.is_none_or(|end| end > file_len) {
+        return Err(corrupted(format!(
+            "it declares {} bytes of data at offset {}, but the object is {file_len} bytes long",
+            h.data_len, h.data_offset
+        )));
+    }
+    if h.data_len == 0
+        || h.elem_size.checked_mul(h.elem_count) != Some(h.data_len)
+        || (!slice && h.elem_count != 1)
+    {
+        return Err(corrupted(format!(
+            "its lengths disagree ({} elements of {} bytes in {} bytes)",
+            h.elem_count, h.elem_size, h.data_len
+        )));
+    }
+    let (Ok(data_len), Ok(elem_count)) = (usize::try_from(h.data_len), usize::try_from(h.elem_count)) else {
+        return Err(corrupted(
+            "its length does not fit in this process's address space".into(),
+        ));
+    };
+    Ok(Validated {
+        data_offset: h.data_offset,
+        data_len,
+        elem_count,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const PAGE: usize = 4096;
+
+    fn expected() -> Expected {
+        Expected {
+            fingerprint: 0x1234,
+            elem_size: 8,
+            elem_align: 8,
+            slice: false,
+            desc: "u64".into(),
+            page_size: PAGE,
+        }
+    }
+
+    fn good() -> (Vec<u8>, u64) {
+        let h = Header::new(&expected(), PAGE as u64, 8, 1);
+        (bytemuck::bytes_of(&h).to_vec(), PAGE as u64 + 8)
+    }
+
+    fn kind(bytes: &[u8], len: u64, e: &Expected) -> Option<ErrorKind> {
+        validate("k", bytes, len, e).err().map(|e| e.kind())
+    }
+
+    #[test]
+    fn a_fresh_header_validates() {
+        let (b, len) = good();
+        let v = validate("k", &b, len, &expected()).unwrap();
+        assert_eq!(
+            v,
+            Validated {
+                data_offset: PAGE as u64,
+                data_len: 8,
+                elem_count: 1
+            }
+        );
+    }
+
+    #[test]
+    fn each_defect_has_its_kind() {
+        let e = expected();
+        let (b, len) = good();
+        let edit = |f: &dyn Fn(&mut Header)| {
+            let mut h: Header = bytemuck::pod_read_unaligned(&b);
+            f(&mut h);
+            bytemuck::bytes_of(&h).to_vec()
+        };
+        assert_eq!(kind(&b[..100], len, &e), Some(ErrorKind::Corrupted));
+        assert_eq!(kind(&b, 100, &e), Some(ErrorKind::Corrupted));
+        assert_eq!(
+            kind(&edit(&|h| h.magic[0] ^= 1), len, &e),
+            Some(ErrorKind::Corrupted)
+        );
+        assert_eq!(
+            kind(&edit(&|h| h.version = 2), len, &e),
+            Some(ErrorKind::IncompatibleVersion)
+        );
+        assert_eq!(
+            kind(&edit(&|h| h.header_size = 1024), len, &e),
+            Some(ErrorKind::IncompatibleVersion)
+        );
+        assert_eq!(
+            kind(&edit(&|h| h.abi[1] += 8), len, &e),
+            Some(ErrorKind::IncompatibleVersion)
+        );
+        assert_eq!(
+            kind(&edit(&|h| h.abi[3] = ENDIAN_MARK.swap_bytes()), len, &e),
+            Some(ErrorKind::IncompatibleVersion)
+        );
+        assert_eq!(
+            kind(&edit(&|h| h.fingerprint = 1), len, &e),
+            Some(ErrorKind::LayoutMismatch)
+        );
+        assert_eq!(
+            kind(&edit(&|h| h.flags = FLAG_SLICE), len, &e),
+            Some(ErrorKind::LayoutMismatch)
+        );
+        assert_eq!(
+            kind(&edit(&|h| h.data_len = 16), len, &e),
+            Some(ErrorKind::Corrupted)
+        );
+        assert_eq!(
+            kind(&edit(&|h| h.data_len = u64::MAX), len, &e),
+            Some(ErrorKind::Corrupted)
+        );
+        assert_eq!(
+            kind(&edit(&|h| h.data_offset = u64::MAX - 4095), len, &e),
+            Some(ErrorKind::Corrupted)
+        );
+        assert_eq!(
+            kind(&edit(&|h| h.data_offset = 0), len, &e),
+            Some(ErrorKind::Corrupted)
+        );
+        assert_eq!(
+            kind(&edit(&|h| h.data_offset = 100), len, &e),
+            Some(ErrorKind::Corrupted)
+        );
+        assert_eq!(
+            kind(&edit(&|h| h.elem_count = 2), len, &e),
+            Some(ErrorKind::Corrupted)
+        );
+        assert_eq!(
+            kind(&edit(&|h| h.data_len = 0), len, &e),
+            Some(ErrorKind::Corrupted)
+        );
+    }
+
+    #[test]
+    fn validation_order_is_magic_version_abi_layout_lengths() {
+        let e = expected();
+        let (b, len) = good();
+        let mut h: Header = bytemuck::pod_read_unaligned(&b);
+        h.data_len = u64::MAX;
+        h.fingerprint = 9;
+        assert_eq!(
+            kind(bytemuck::bytes_of(&h), len, &e),
+            Some(ErrorKind::LayoutMismatch)
+        );
+        h.abi[0] = 7;
+        assert_eq!(
+            kind(bytemuck::bytes_of(&h), len, &e),
+            Some(ErrorKind::IncompatibleVersion)
+        );
+        h.magic = [0; 8];
+        assert_eq!(kind(bytemuck::bytes_of(&h), len, &e), Some(ErrorKind::Corrupted));
+    }
+
+    #[test]
+    fn mismatch_message_shows_both_layouts() {
+        let mut theirs = expected();
+        theirs.desc = "Telemetry { seq: u64 @0, temps: [f32; 8] @8 }".into();
+        theirs.elem_size = 40;
+        let h = Header::new(&theirs, PAGE as u64, 40, 1);
+        let mut ours = expected();
+        ours.fingerprint = 99;
+        ours.desc = "Telemetry { seq: u32 @0, temps: [f32; 8] @4 }".into();
+        ours.elem_size = 36;
+        let msg = validate("telemetry", bytemuck::bytes_of(&h), PAGE as u64 + 40, &ours)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains(
+                "segment \"telemetry\" holds Telemetry { seq: u64 @0, temps: [f32; 8] @8 } (40 bytes)"
+            ),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("this program expects Telemetry { seq: u32 @0, temps: [f32; 8] @4 } (36 bytes)"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn long_descriptions_are_cut_on_a_char_boundary() {
+        let mut e = expected();
+        e.desc = "é".repeat(300);
+        let h = Header::new(&e, PAGE as u64, 8, 1);
+        let d = h.description();
+        assert!(d.len() <= DESC_CAP && d.ends_with('…'), "{d}");
+        assert!(!d.contains('\u{fffd}'));
+    }
+
+    proptest! {
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..1024), len in any::<u64>()) {
+            let _ = validate("k", &bytes, len, &expected());
+        }
+
+        #[test]
+        fn random_headers_with_our_magic_never_panic_nor_overrun(
+            fields in proptest::collection::vec(any::<u64>(), 64),
+            offset in prop_oneof![Just(PAGE as u64), Just(2 * PAGE as u64), any::<u64>()],
+            data_len in prop_oneof![0u64..64, any::<u64>()],
+            count in prop_oneof![0u64..4, any::<u64>()],
+            slice in any::<bool>(),
+            len in prop_oneof![0u64..(3 * PAGE as u64), any::<u64>()],
+        ) {
+            let mut bytes: Vec<u8> = fields.iter().flat_map(|f| f.to_le_bytes()).collect();
+            let mut h = Header::new(&expected(), offset, data_len, count);
+            h.flags = u32::from(slice);
+            h.desc_len = fields[0] as u32; // any value: must be clamped
+            bytes[..352].copy_from_slice(&bytemuck::bytes_of(&h)[..352]);
+            let mut e = expected();
+            e.slice = slice;
+            if let Ok(v) = validate("k", &bytes, len, &e) {
+                prop_assert!(v.data_offset + v.data_len as u64 <= len);
+                prop_assert!(v.data_offset % PAGE as u64 == 0);
+            }
+        }
+
+        #[test]
+        fn valid_headers_of_any_slice_length_validate(count in 1u64..1_000_000) {
+            let mut e = expected();
+            e.slice = true;
+            let h = Header::new(&e, PAGE as u64, 8 * count, count);
+            let v = validate("k", bytemuck::bytes_of(&h), PAGE as u64 + 8 * count, &e).unwrap();
+            prop_assert_eq!(v.elem_count as u64, count);
+        }
+    }
+}

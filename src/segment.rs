@@ -1,0 +1,643 @@
+//! A named, mapped OS object: the lifetime protocol (create, attach, detach,
+//! reclaim) over bytes only — no `T` here.
+//!
+//! Liveness is decided by the kernel, not by a counter that a killed process
+//! could never decrement: every handle opens its own file description and
+//! holds an open-file-description read lock on byte 0, which the kernel drops
+//! when the process dies.
+//!
+//! - *create*: `O_CREAT | O_EXCL`, then a write lock on byte 0 while the header
+//!   and the data are initialized; `state = READY` is published (release), and
+//!   the write lock is converted to a read lock.
+//! - *attach*: take the read lock (a held write lock means a creator is
+//!   initializing, or the last handle is removing the object: wait, with a
+//!   deadline), then check that the state is `READY` and that the name still
+//!   refers to the same file, then validate the header.
+//! - *detach*: release the read lock, then try a write lock: whoever gets it
+//!   was the last one, marks the state `DESTROYED` and removes the name.
+//! - *reclaim*: `create` on an existing name tries the write lock; if it gets
+//!   it, nobody is attached (everyone died), and the object is removed —
+//!   provided it belongs to this user and is a typed-shm object.
+#![allow(unsafe_code)]
+
+use std::ffi::CString;
+use std::mem::offset_of;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use memmap2::{MmapOptions, MmapRaw};
+
+use crate::error::{Error, ErrorKind};
+use crate::header::{self, Expected, HEADER_SIZE, Header, MAGIC, STATE_DESTROYED, STATE_INIT, STATE_READY};
+use crate::key;
+use crate::sys::{self, OfdLock, Stat};
+
+/// How often `create` retries after reclaiming a stale object or losing a race.
+const CREATE_ATTEMPTS: u32 = 16;
+
+/// Settings for creating and attaching.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Settings {
+    pub mode: u32,
+    pub timeout: Duration,
+}
+
+/// The mappings and the file description; forgotten (never unmapped) when a
+/// lock may still be held through them.
+struct Maps {
+    _header: MmapRaw,
+    _data: MmapRaw,
+    fd: OwnedFd,
+}
+
+pub(crate) struct Segment {
+    key: String,
+    native: String,
+    cname: CString,
+    stat: Stat,
+    maps: Option<Maps>,
+    header: *mut u8,
+    data: *mut u8,
+    data_len: usize,
+    elem_count: usize,
+    created: bool,
+    fork_generation: u64,
+    released: bool,
+}
+
+fn sleep_backoff(attempt: u32) {
+    std::thread::sleep(Duration::from_millis(u64::from(attempt.clamp(1, 10))));
+}
+
+fn map_error(key: &str, what: &str, e: std::io::Error) -> Error {
+    if e.raw_os_error() == Some(libc::ENOMEM) {
+        Error::with_source(
+            ErrorKind::OutOfResources,
+            format!("segment {key:?}: not enough address space or memory to map {what}"),
+            e,
+        )
+    } else {
+        Error::os(&format!("mmap of {what}"), key, e)
+    }
+}
+
+fn unknown(key: &str, call: &str, e: std::io::Error) -> Error {
+    Error::os(call, key, e)
+}
+
+/// Copies the header out of a mapping, one volatile word at a time: other
+/// processes may be writing its atomic fields concurrently.
+fn copy_header(ptr: *const u8) -> [u8; HEADER_SIZE] {
+    let mut out = [0u8; HEADER_SIZE];
+    let words = ptr.cast::<u64>();
+    for (i, chunk) in out.chunks_exact_mut(8).enumerate() {
+        // SAFETY: read_volatile requires a valid, aligned pointer: `ptr` is the
+        // start of a live mapping of at least HEADER_SIZE bytes (the caller
+        // maps HEADER_SIZE bytes at offset 0, which is page aligned), and
+        // `i < HEADER_SIZE / 8`, so every word read is inside it and 8-aligned.
+        let w = unsafe { words.wrapping_add(i).read_volatile() };
+        chunk.copy_from_slice(&w.to_ne_bytes());
+    }
+    out
+}
+
+/// The atomic `u32` at `offset` in a header mapping.
+///
+/// # Safety
+///
+/// `base` must be the start of a live header mapping (at least HEADER_SIZE
+/// bytes, page aligned) that outlives `'a`, `offset` a multiple of 4 below
+/// HEADER_SIZE, and the field only ever accessed atomically.
+unsafe fn header_atomic<'a>(base: *mut u8, offset: usize) -> &'a AtomicU32 {
+    // SAFETY: AtomicU32::from_ptr requires a pointer aligned to 4, valid for
+    // reads and writes for 'a, and only accessed atomically while in use: all
+    // guaranteed by this function's contract.
+    unsafe { AtomicU32::from_ptr(base.wrapping_add(offset).cast::<u32>()) }
+}
+
+fn map_header(fd: &OwnedFd, key: &str) -> Result<MmapRaw, Error> {
+    MmapOptions::new()
+        .len(HEADER_SIZE)
+        .map_raw(fd.as_raw_fd())
+        .map_err(|e| map_error(key, "the segment header", e))
+}
+
+/// Whether `native` still names the file `st` (compared by device and inode).
+fn name_refers_to(native: &str, st: &Stat) -> bool {
+    sys::name_stat(native).is_ok_and(|n| n.same_file(st))
+}
+
+/// Removes `cname` unless it was already removed.
+fn unlink(cname: &CString) {
+    let _ = sys::shm_unlink(cname);
+}
+
+impl Segment {
+    /// Creates the object `key` with room for `elem_count` elements of the
+    /// expected layout; `write_data` initializes the data region.
+    pub(crate) fn create(
+        key: &str,
+        expected: &Expected,
+        elem_count: usize,
+        settings: Settings,
+        write_data: &mut dyn FnMut(*mut u8),
+    ) -> Result<Segment, Error> {
+        let native = key::native_key(key)?;
+        let cname =
+            CString::new(native.clone()).map_err(|_| Error::new(ErrorKind::KeyError, "NUL in key"))?;
+        let page = expected.page_size;
+        let invalid = |what: String| Error::new(ErrorKind::InvalidSize, format!("segment {key:?}: {what}"));
+        if expected.elem_size == 0 {
+            return Err(invalid(
+                "a zero-sized type holds no data: share a type with at least one byte".into(),
+            ));
+        }
+        if elem_count == 0 {
+            return Err(invalid(
+                "a slice of length 0 holds no data: give a length of at least 1".into(),
+            ));
+        }
+        if expected.elem_align > page {
+            return Err(invalid(format!(
+                "alignment {} exceeds the page size {page}",
+                expected.elem_align
+            )));
+        }
+        let data_len = expected
+            .elem_size
+            .checked_mul(elem_count)
+            .filter(|&n| isize::try_from(n).is_ok())
+            .ok_or_else(|| {
+                invalid(format!(
+                    "{elem_count} elements of {} bytes overflow the address space",
+                    expected.elem_size
+                ))
+            })?;
+        let total = (page as u64)
+            .checked_add(data_len as u64)
+            .ok_or_else(|| invalid("the size overflows".into()))?;
+        if let Some(limit) = sys::file_size_limit()
+            && total > limit
+        {
+            return Err(Error::new(
+                ErrorKind::OutOfResources,
+                format!(
+                    "segment {key:?} needs {total} bytes, above this process's file-size limit \
+                     (RLIMIT_FSIZE = {limit} bytes): raise the limit (ulimit -f) or share less"
+                ),
+            ));
+        }
+        let deadline = Instant::now() + settings.timeout;
+
+        let mut attempt = 0;
+        let fd = loop {
+            attempt += 1;
+            match sys::shm_open(&cname, true, 0o600) {
+                Ok(fd) => break fd,
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) && attempt < CREATE_ATTEMPTS => {
+                    reclaim(key, &native, &cname)?;
+                }
+                Err(e) => return Err(Error::os("shm_open", key, e)),
+            }
+        };
+
+        // From here on, a failure removes what this call created.
+        struct Unlink<'a>(Option<&'a CString>);
+        impl Drop for Unlink<'_> {
+            fn drop(&mut self) {
+                if let Some(c) = self.0 {
+                    unlink(c);
+                }
+            }
+        }
+        let mut cleanup = Unlink(Some(&cname));
+
+        // An attacher may hold a read lock for an instant while it finds the
+        // object empty; wait for it to let go.
+        let mut attempt = 0;
+        while !sys::ofd_lock(&fd, OfdLock::Write).map_err(|e| unknown(key, "fcntl(F_OFD_SETLK)", e))? {
+            attempt += 1;
+            if Instant::now() >= deadline {
+                return Err(Error::new(
+                    ErrorKind::TimedOut,
+                    format!("segment {key:?}: could not lock the new object to initialize it"),
+                ));
+            }
+            sleep_backoff(attempt);
+        }
+        sys::fchmod(&fd, settings.mode & 0o777).map_err(|e| Error::os("fchmod", key, e))?;
+        sys::ftruncate(&fd, total).map_err(|e| Error::os("ftruncate", key, e))?;
+        sys::fallocate(&fd, total).map_err(|e| {
+            Error::with_source(
+                ErrorKind::OutOfResources,
+                format!(
+                    "segment {key:?}: cannot reserve {total} bytes in /dev/shm ({e}): free space \
+                     there, enlarge it, or share less"
+                ),
+                e,
+            )
+        })?;
+        let stat = sys::fstat(&fd).map_err(|e| unknown(key, "fstat", e))?;
+        let header_map = map_header(&fd, key)?;
+        let data_map = MmapOptions::new()
+            .offset(page as u64)
+            .len(data_len)
+            .map_raw(fd.as_raw_fd())
+            .map_err(|e| map_error(key, "the segment data", e))?;
+
+        let h = Header::new(expected, page as u64, data_len as u64, elem_count as u64);
+        let base = header_map.as_mut_ptr();
+        // SAFETY: copy_nonoverlapping requires both pointers valid for
+        // HEADER_SIZE bytes and non-overlapping: the source is a local
+        // `Header` (HEADER_SIZE bytes, statically asserted), the destination
+        // the start of a fresh HEADER_SIZE-byte mapping. No other process
+        // reads it yet: we hold the write lock, and attachers read only under
+        // a read lock.
+        unsafe { std::ptr::copy_nonoverlapping(bytemuck::bytes_of(&h).as_ptr(), base, HEADER_SIZE) };
+        // SAFETY: the mutex slot is inside the mapping, 8-aligned (offset 384
+        // of a page-aligned mapping, and pthread_mutex_t needs at most 8, both
+        // statically asserted), zero-filled, not used by anyone (we hold the
+        // write lock), and stays mapped as long as any handle uses it.
+        unsafe { sys::RawMutex::init(base.wrapping_add(offset_of!(Header, mutex)).cast()) }.map_err(|e| {
+            Error::with_source(
+                ErrorKind::LockError,
+                format!("segment {key:?}: cannot set up the lock: {e}"),
+                e,
+            )
+        })?;
+        write_data(data_map.as_mut_ptr());
+
+        let seg = Segment {
+            key: key.to_owned(),
+            native,
+            cname: cname.clone(),
+            stat,
+            header: base,
+            data: data_map.as_mut_ptr(),
+            maps: Some(Maps {
+                _header: header_map,
+                _data: data_map,
+                fd,
+            }),
+            data_len,
+            elem_count,
+            created: true,
+            fork_generation: sys::fork_generation(),
+            released: false,
+        };
+        seg.attach_counter().store(1, Ordering::Relaxed);
+        seg.state().store(STATE_READY, Ordering::Release);
+        // Converting our write lock to a read lock cannot conflict.
+        let fd = &seg.maps.as_ref().expect("maps are present until drop").fd;
+        if !sys::ofd_lock(fd, OfdLock::Read).map_err(|e| unknown(key, "fcntl(F_OFD_SETLK)", e))? {
+            return Err(Error::new(
+                ErrorKind::LockError,
+                format!("segment {key:?}: lock conversion refused"),
+            ));
+        }
+        cleanup.0 = None;
+        Ok(seg)
+    }
+
+    /// Attaches to the existing object `key`, whose layout must be `expected`.
+    pub(crate) fn attach(
+        key: &str,
+        expected: &Expected,
+        writable: bool,
+        settings: Settings,
+    ) -> Result<Segment, Error> {
+        let native = key::native_key(key)?;
+        let cname =
+            CString::new(native.clone()).map_err(|_| Error::new(ErrorKind::KeyError, "NUL in key"))?;
+        if expected.elem_size == 0 {
+            return Err(Error::new(
+                ErrorKind::InvalidSize,
+                format!("segment {key:?}: a zero-sized type holds no data"),
+            ));
+        }
+        let deadline = Instant::now() + settings.timeout;
+        let timed_out = |why: &str| {
+            Error::new(
+                ErrorKind::TimedOut,
+                format!("segment {key:?} {why}; waited {:?}", settings.timeout),
+            )
+        };
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let fd = sys::shm_open(&cname, false, 0).map_err(|e| Error::os("shm_open", key, e))?;
+            let st = check_owner(key, &fd)?;
+            if !sys::ofd_lock(&fd, OfdLock::Read).map_err(|e| unknown(key, "fcntl(F_OFD_SETLK)", e))? {
+                // A creator is initializing it, or the last handle is removing it.
+                if Instant::now() >= deadline {
+                    return Err(timed_out(
+                        "is still being initialized (or removed) by another process",
+                    ));
+                }
+                sleep_backoff(attempt);
+                continue;
+            }
+            let st = Stat {
+                size: sys::fstat(&fd).map_err(|e| unknown(key, "fstat", e))?.size,
+                ..st
+            };
+            if st.size == 0 {
+                // Created, not yet locked by its creator — or its creator died
+                // right after creating it.
+                drop(fd);
+                if Instant::now() >= deadline {
+                    return Err(timed_out(
+                        "exists but was never initialized: its creator died or is stuck \
+                         (create or open_or_create reclaims it once nobody uses it)",
+                    ));
+                }
+                sleep_backoff(attempt);
+                continue;
+            }
+            if st.size < HEADER_SIZE as u64 {
+                return Err(Error::new(
+                    ErrorKind::Corrupted,
+                    format!(
+                        "segment {key:?} is not a typed-shm segment: it is {} bytes long, shorter \
+                         than the {HEADER_SIZE}-byte header; it was left untouched",
+                        st.size
+                    ),
+                ));
+            }
+            let header_map = map_header(&fd, key)?;
+            let base = header_map.as_mut_ptr();
+            // SAFETY: `base` starts a live HEADER_SIZE-byte mapping that
+            // outlives this use; offset 352 is 4-aligned; every process
+            // accesses `state` only atomically.
+            let state = unsafe { header_atomic(base, offset_of!(Header, state)) }.load(Ordering::Acquire);
+            let bytes = copy_header(base);
+            if bytes[..8] != MAGIC {
+                if bytes.iter().all(|&b| b == 0) {
+                    return Err(timed_out(
+                        "was never initialized: the process creating it died first \
+                         (create or open_or_create reclaims it)",
+                    ));
+                }
+                return Err(Error::new(
+                    ErrorKind::Corrupted,
+                    format!(
+                        "segment {key:?} is not a typed-shm segment (its first bytes are not the \
+                         typed-shm magic); it was left untouched"
+                    ),
+                ));
+            }
+            match state {
+                STATE_READY => {}
+                STATE_DESTROYED => {
+                    // Its last handle removed it while we opened it: start over.
+                    if Instant::now() >= deadline {
+                        return Err(timed_out("kept being removed while attaching"));
+                    }
+                    continue;
+                }
+                STATE_INIT => {
+                    return Err(timed_out(
+                        "was never fully initialized: the process creating it died part-way \
+                         (create or open_or_create reclaims it)",
+                    ));
+                }
+                other => {
+                    return Err(Error::new(
+                        ErrorKind::Corrupted,
+                        format!("segment {key:?} has an unknown state {other:#x}; it was left untouched"),
+                    ));
+                }
+            }
+            if !name_refers_to(&native, &st) {
+                // Reclaimed and re-created under our feet: start over.
+                if Instant::now() >= deadline {
+                    return Err(timed_out("kept being replaced while attaching"));
+                }
+                continue;
+            }
+            let v = header::validate(key, &bytes, st.size, expected)?;
+            let mut opts = MmapOptions::new();
+            opts.offset(v.data_offset).len(v.data_len);
+            let data_map = if writable {
+                opts.map_raw(fd.as_raw_fd())
+            } else {
+                opts.map_raw_read_only(fd.as_raw_fd())
+            }
+            .map_err(|e| map_error(key, "the segment data", e))?;
+            let seg = Segment {
+                key: key.to_owned(),
+                native,
+                cname,
+                stat: st,
+                header: base,
+                data: data_map.as_mut_ptr(),
+                maps: Some(Maps {
+                    _header: header_map,
+                    _data: data_map,
+                    fd,
+                }),
+                data_len: v.data_len,
+                elem_count: v.elem_count,
+                created: false,
+                fork_generation: sys::fork_generation(),
+                released: false,
+            };
+            seg.attach_counter().fetch_add(1, Ordering::Relaxed);
+            return Ok(seg);
+        }
+    }
+
+    pub(crate) fn key(&self) -> &str {
+        &self.key
+    }
+
+    pub(crate) fn native_key(&self) -> &str {
+        &self.native
+    }
+
+    pub(crate) fn data_ptr(&self) -> *mut u8 {
+        self.data
+    }
+
+    pub(crate) fn data_len(&self) -> usize {
+        self.data_len
+    }
+
+    pub(crate) fn elem_count(&self) -> usize {
+        self.elem_count
+    }
+
+    pub(crate) fn created(&self) -> bool {
+        self.created
+    }
+
+    /// The lock's slot in the header.
+    pub(crate) fn mutex_ptr(&self) -> *mut sys::RawMutexStorage {
+        self.header.wrapping_add(offset_of!(Header, mutex)).cast()
+    }
+
+    pub(crate) fn poisoned(&self) -> &AtomicU32 {
+        // SAFETY: `self.header` starts the header mapping, which lives as long
+        // as `self` (it is only unmapped in drop, or never); offset 356 is
+        // 4-aligned; every process accesses `poisoned` only atomically.
+        unsafe { header_atomic(self.header, offset_of!(Header, poisoned)) }
+    }
+
+    fn state(&self) -> &AtomicU32 {
+        // SAFETY: as in `poisoned`, for the 4-aligned offset 352.
+        unsafe { header_atomic(self.header, offset_of!(Header, state)) }
+    }
+
+    fn attach_counter(&self) -> &AtomicU32 {
+        // SAFETY: as in `poisoned`, for the 4-aligned offset 360.
+        unsafe { header_atomic(self.header, offset_of!(Header, attach_count)) }
+    }
+
+    /// Live attachments in all processes: the kernel's count of lock holders,
+    /// or the header's advisory counter where `/proc/locks` is unavailable.
+    pub(crate) fn attach_count(&self) -> usize {
+        sys::count_ofd_locks(self.stat.dev, self.stat.ino)
+            .unwrap_or_else(|| self.attach_counter().load(Ordering::Relaxed) as usize)
+    }
+
+    /// Whether this handle was made in this process (not inherited by `fork`).
+    pub(crate) fn is_inherited(&self) -> bool {
+        self.fork_generation != sys::fork_generation()
+    }
+
+    /// Never unmaps nor closes: used when this process may still hold the lock
+    /// through this mapping, so the kernel can still mark it owner-dead when
+    /// the holder ends. The object stays attached until the process exits.
+    pub(crate) fn keep_forever(&mut self) {
+        self.released = true;
+        std::mem::forget(self.maps.take());
+    }
+
+    /// Ends this attachment: the last one removes the object.
+    pub(crate) fn release(&mut self) -> Result<(), Error> {
+        if std::mem::replace(&mut self.released, true) {
+            return Ok(());
+        }
+        let key = &self.key;
+        if self.is_inherited() {
+            // The file description, and its lock, are shared with the parent:
+            // releasing it here would release the parent's attachment.
+            return Err(Error::new(
+                ErrorKind::LockError,
+                format!(
+                    "segment {key:?}: this handle was inherited across fork(); only the process \
+                     that made it may detach it (attach anew in the child)"
+                ),
+            ));
+        }
+        let Some(maps) = &self.maps else { return Ok(()) };
+        let _ = self
+            .attach_counter()
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        sys::ofd_lock(&maps.fd, OfdLock::Unlock).map_err(|e| unknown(key, "fcntl(F_OFD_SETLK)", e))?;
+        if sys::ofd_lock(&maps.fd, OfdLock::Write).map_err(|e| unknown(key, "fcntl(F_OFD_SETLK)", e))? {
+            // Nobody else is attached: we are the last. Attachers that opened
+            // the name meanwhile see DESTROYED (or another file) and start over.
+            self.state().store(STATE_DESTROYED, Ordering::Release);
+            if name_refers_to(&self.native, &self.stat) {
+                unlink(&self.cname);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        let _ = self.release();
+        // `maps` drops here: munmap, then close (which releases our lock).
+    }
+}
+
+/// Checks that `fd` is a regular file owned by this user; returns its stat.
+fn check_owner(key: &str, fd: &OwnedFd) -> Result<Stat, Error> {
+    let st = sys::fstat(fd).map_err(|e| unknown(key, "fstat", e))?;
+    if !st.regular {
+        return Err(Error::new(
+            ErrorKind::Corrupted,
+            format!("segment {key:?} is not a regular file; it was left untouched"),
+        ));
+    }
+    let me = sys::geteuid();
+    if st.uid != me {
+        return Err(Error::new(
+            ErrorKind::PermissionDenied,
+            format!(
+                "segment {key:?} belongs to uid {}, not to this process's user (uid {me}); its \
+                 contents are not trusted (another user may have created it first)",
+                st.uid
+            ),
+        ));
+    }
+    Ok(st)
+}
+
+/// `create` found `native` taken: removes it if it is a stale typed-shm object
+/// of this user that nobody is attached to. Returns `Ok` when the caller should
+/// try to create again, or `AlreadyExists` saying why not.
+fn reclaim(key: &str, native: &str, cname: &CString) -> Result<(), Error> {
+    let exists = |why: &str| {
+        Error::new(
+            ErrorKind::AlreadyExists,
+            format!("segment {key:?} already exists{why}"),
+        )
+    };
+    let fd = match sys::shm_open(cname, false, 0) {
+        Ok(fd) => fd,
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM)) => {
+            return Err(exists(
+                " and this user may not open it (it belongs to someone else); choose another key",
+            ));
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(exists(
+                " as a symbolic link, which is never followed nor removed; choose another key",
+            ));
+        }
+        Err(e) => {
+            let why = Error::os("shm_open", key, e);
+            return Err(exists(&format!(" but cannot be opened as a segment: {why}")));
+        }
+    };
+    let st = match check_owner(key, &fd) {
+        Ok(st) => st,
+        Err(e) => return Err(exists(&format!(" and is not ours to reuse: {e}"))),
+    };
+    if !sys::ofd_lock(&fd, OfdLock::Write).map_err(|e| unknown(key, "fcntl(F_OFD_SETLK)", e))? {
+        return Err(exists(
+            " and is in use by a running process: attach to it, or choose another key",
+        ));
+    }
+    // We hold the write lock: nobody is attached and nobody is initializing.
+    if st.size > 0 {
+        let foreign = || {
+            exists(
+                " but is not a typed-shm segment; it was left untouched (remove it by hand if it is stale)",
+            )
+        };
+        if st.size < HEADER_SIZE as u64 {
+            return Err(foreign());
+        }
+        let map = map_header(&fd, key)?;
+        let bytes = copy_header(map.as_ptr());
+        if bytes[..8] != MAGIC && bytes.iter().any(|&b| b != 0) {
+            return Err(foreign());
+        }
+        // SAFETY: `map` is a live HEADER_SIZE-byte mapping at offset 0 that
+        // outlives this use; offset 352 is 4-aligned; `state` is only accessed
+        // atomically.
+        unsafe { header_atomic(map.as_mut_ptr(), offset_of!(Header, state)) }
+            .store(STATE_DESTROYED, Ordering::Release);
+    }
+    if name_refers_to(native, &st) {
+        unlink(cname);
+    }
+    Ok(())
+}

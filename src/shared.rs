@@ -1,0 +1,975 @@
+//! [`SharedMemory`]: a typed handle to a named shared-memory segment.
+#![allow(unsafe_code)]
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::ptr::NonNull;
+use std::time::Duration;
+
+use crate::error::{Error, LockResult, PoisonError, TryLockError, TryLockResult};
+use crate::guard::Guard;
+use crate::header::Expected;
+use crate::segment::{Segment, Settings};
+use crate::shm_safe::ShmSafe;
+use crate::sync::{Outcome, ShmMutex};
+use crate::sys::{self, RawMutex};
+
+/// Default mode bits of a new segment: read-write for its owner only.
+///
+/// # Examples
+///
+/// ```
+/// use std::os::unix::fs::PermissionsExt;
+/// use typed_shm::{DEFAULT_MODE, SharedMemory};
+/// # let key = format!("doc-default-mode-{}", std::process::id());
+/// let shm = SharedMemory::<u8>::create(&key, 0)?;
+/// let meta = std::fs::metadata(format!("/dev/shm{}", shm.native_key())).unwrap();
+/// assert_eq!(meta.permissions().mode() & 0o777, DEFAULT_MODE);
+/// # Ok::<(), typed_shm::Error>(())
+/// ```
+pub const DEFAULT_MODE: u32 = 0o600;
+/// Default time `attach` waits for a creator to finish initializing.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(typed_shm::DEFAULT_TIMEOUT, std::time::Duration::from_secs(5));
+/// ```
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
+mod sealed {
+    pub trait Sealed {}
+    impl<T: crate::ShmSafe> Sealed for T {}
+    impl<E: crate::ShmSafe> Sealed for [E] {}
+    impl Sealed for super::ReadWrite {}
+    impl Sealed for super::ReadOnly {}
+}
+
+/// What a segment can hold: a [`ShmSafe`] type `T`, or a slice `[E]` of a
+/// `ShmSafe` type whose length is chosen at run time. Sealed: it is
+/// implemented for exactly these two cases.
+///
+/// # Examples
+///
+/// ```
+/// use typed_shm::{SharedMemory, ShmData};
+///
+/// fn describe<T: ShmData + ?Sized>(shm: &SharedMemory<T>) -> String {
+///     format!("{} bytes in {} element(s)", shm.size(), shm.len())
+/// }
+/// # let key = format!("doc-shmdata-{}", std::process::id());
+/// let shm = SharedMemory::<[u16]>::create_slice(&key, 10, 0)?;
+/// assert_eq!(describe(&shm), "20 bytes in 10 element(s)");
+/// # Ok::<(), typed_shm::Error>(())
+/// ```
+pub trait ShmData: sealed::Sealed {
+    /// The element type: `T` itself, or `E` for `[E]`.
+    #[doc(hidden)]
+    type Element: ShmSafe;
+    /// Whether this is a slice.
+    #[doc(hidden)]
+    const IS_SLICE: bool;
+    /// Builds a (possibly wide) pointer to the data.
+    #[doc(hidden)]
+    fn from_raw_parts(data: *mut Self::Element, len: usize) -> *mut Self;
+}
+
+impl<T: ShmSafe> ShmData for T {
+    type Element = T;
+    const IS_SLICE: bool = false;
+    fn from_raw_parts(data: *mut T, _len: usize) -> *mut T {
+        data
+    }
+}
+
+impl<E: ShmSafe> ShmData for [E] {
+    type Element = E;
+    const IS_SLICE: bool = true;
+    fn from_raw_parts(data: *mut E, len: usize) -> *mut [E] {
+        std::ptr::slice_from_raw_parts_mut(data, len)
+    }
+}
+
+/// Access of a handle: [`ReadWrite`] or [`ReadOnly`]. Sealed.
+///
+/// # Examples
+///
+/// ```
+/// use typed_shm::{Access, ReadOnly, ReadWrite};
+/// assert!(ReadWrite::WRITABLE);
+/// assert!(!ReadOnly::WRITABLE);
+/// ```
+pub trait Access: sealed::Sealed {
+    /// Whether guards give `&mut T`.
+    const WRITABLE: bool;
+}
+
+/// Marker: the handle reads and writes (the default).
+///
+/// # Examples
+///
+/// ```
+/// use typed_shm::{ReadWrite, SharedMemory};
+/// # let key = format!("doc-rw-{}", std::process::id());
+/// let shm: SharedMemory<u8, ReadWrite> = SharedMemory::create(&key, 1)?;
+/// *shm.lock().unwrap() += 1;
+/// # Ok::<(), typed_shm::Error>(())
+/// ```
+#[derive(Debug)]
+pub enum ReadWrite {}
+
+/// Marker: the handle only reads; its data is mapped `PROT_READ`, so even a
+/// write through a pointer in unsafe code faults.
+///
+/// # Examples
+///
+/// ```
+/// use typed_shm::{ReadOnly, SharedMemory};
+/// # let key = format!("doc-ro-{}", std::process::id());
+/// let writer = SharedMemory::<u64>::create(&key, 5)?;
+/// let reader = SharedMemory::<u64, ReadOnly>::attach(&key)?;
+/// assert_eq!(*reader.lock().unwrap(), 5);
+/// # Ok::<(), typed_shm::Error>(())
+/// ```
+#[derive(Debug)]
+pub enum ReadOnly {}
+
+impl Access for ReadWrite {
+    const WRITABLE: bool = true;
+}
+
+impl Access for ReadOnly {
+    const WRITABLE: bool = false;
+}
+
+fn expected<T: ?Sized + ShmData>() -> Expected {
+    let mut desc = String::new();
+    <T::Element as ShmSafe>::write_layout(&mut desc);
+    Expected {
+        fingerprint: <T::Element as ShmSafe>::FINGERPRINT,
+        elem_size: size_of::<T::Element>(),
+        elem_align: align_of::<T::Element>(),
+        slice: T::IS_SLICE,
+        desc,
+        page_size: sys::page_size(),
+    }
+}
+
+/// A handle to a named shared-memory segment that holds a `T` — or, for
+/// `T = [E]`, a slice whose length is chosen at creation.
+///
+/// The data is reachable only through a [`Guard`], which holds the segment's
+/// lock: a robust, process-shared mutex stored in the segment's header. Every
+/// process that attaches gets its own handle; threads of one process share a
+/// handle (`SharedMemory` is `Send + Sync`).
+///
+/// The segment is removed when the last handle, in any process, is dropped or
+/// [detached](SharedMemory::detach) — also when some of the attached processes
+/// were killed without detaching. A segment left behind by processes that all
+/// died is reclaimed by the next [`create`](SharedMemory::create) or
+/// [`open_or_create`](SharedMemory::open_or_create) of its key.
+///
+/// # Trust model
+///
+/// Memory safety rests on: `T: ShmSafe` (every byte pattern is a valid `T`,
+/// so no peer can store an invalid value); references into the data exist only
+/// inside a guard, while the lock is held; the header is validated before use;
+/// segments are created with mode `0600`, so other users cannot open them. What
+/// remains is trust in the processes that can write the segment: each must use
+/// this library's protocol. A process that truncates the object can make
+/// readers fault (SIGBUS): named POSIX shared-memory objects cannot be sealed
+/// on Linux.
+///
+/// # Examples
+///
+/// ```
+/// use typed_shm::SharedMemory;
+/// # let key = format!("doc-shm-{}", std::process::id());
+/// let counter = SharedMemory::<u64>::create(&key, 0)?;
+/// // In another process: SharedMemory::<u64>::attach(&key)?
+/// let peer = SharedMemory::<u64>::attach(&key)?;
+/// *counter.lock().unwrap() += 1;
+/// assert_eq!(*peer.lock().unwrap(), 1);
+/// assert_eq!(counter.attach_count(), 2);
+/// # Ok::<(), typed_shm::Error>(())
+/// ```
+pub struct SharedMemory<T: ?Sized + ShmData, A: Access = ReadWrite> {
+    mutex: ShmMutex,
+    data: NonNull<T>,
+    segment: Segment,
+    _access: PhantomData<A>,
+}
+
+// SAFETY: the handle owns its mappings and file descriptor, none of which is
+// tied to a thread (OFD locks belong to the open file description, not to a
+// thread or process). The data is only reached through guards, which hold the
+// process-shared mutex, so moving the handle to another thread is like moving
+// a `Mutex<T>`: sound when `T: Send`.
+unsafe impl<T: ?Sized + ShmData + Send, A: Access> Send for SharedMemory<T, A> {}
+// SAFETY: shared references allow only locking (the mutex serializes access
+// to the data, like `Mutex<T>`, which is `Sync` when `T: Send`) and reading
+// header fields, which are atomics.
+unsafe impl<T: ?Sized + ShmData + Send, A: Access> Sync for SharedMemory<T, A> {}
+
+impl<T: ?Sized + ShmData, A: Access> SharedMemory<T, A> {
+    fn from_segment(segment: Segment) -> Self {
+        // SAFETY: the slot was initialized as a robust mutex by the creator
+        // before it published READY (and this handle validated the header);
+        // it stays mapped while `segment` lives, and `segment` outlives
+        // `mutex` (both are fields of `Self`, and a mapping whose lock may be
+        // held is never unmapped).
+        let raw = unsafe { RawMutex::from_ptr(segment.mutex_ptr()) };
+        let data = T::from_raw_parts(segment.data_ptr().cast(), segment.elem_count());
+        SharedMemory {
+            mutex: ShmMutex::new(raw),
+            data: NonNull::new(data).expect("a mapping is never at address 0"),
+            segment,
+            _access: PhantomData,
+        }
+    }
+
+    pub(crate) fn data_ptr(&self) -> *mut T {
+        self.data.as_ptr()
+    }
+
+    /// Releases the lock held by the calling thread.
+    ///
+    /// # Safety
+    ///
+    /// The calling thread must hold this handle's lock.
+    pub(crate) unsafe fn unlock(&self, poison: bool) {
+        // SAFETY: forwarded from this fn's contract.
+        unsafe { self.mutex.unlock(poison, self.segment.poisoned()) };
+    }
+
+    fn check_not_inherited(&self) {
+        if self.segment.is_inherited() {
+            panic!(
+                "typed-shm: the handle to segment {:?} was inherited across fork(); a child \
+                 process must attach to the segment itself",
+                self.segment.key()
+            );
+        }
+    }
+
+    /// The key given by the user.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use typed_shm::SharedMemory;
+    /// # let key = format!("doc-key-{}", std::process::id());
+    /// let shm = SharedMemory::<u8>::create(&key, 0)?;
+    /// assert_eq!(shm.key(), key);
+    /// # Ok::<(), typed_shm::Error>(())
+    /// ```
+    pub fn key(&self) -> &str {
+        self.segment.key()
+    }
+
+    /// The OS object's name, for peers not written with this crate: a
+    /// [POSIX shared-memory name](https://man7.org/linux/man-pages/man3/shm_open.3.html)
+    /// such as `/tshm_telemetry`, visible as `/dev/shm/tshm_telemetry`. See
+    /// the crate documentation for how it is derived from the key.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use typed_shm::SharedMemory;
+    /// let shm = SharedMemory::<u8>::create("doc-native-key", 0)?;
+    /// assert_eq!(shm.native_key(), "/tshm_doc-native-key");
+    /// assert!(std::path::Path::new("/dev/shm/tshm_doc-native-key").exists());
+    /// # Ok::<(), typed_shm::Error>(())
+    /// ```
+    pub fn native_key(&self) -> &str {
+        self.segment.native_key()
+    }
+
+    /// Bytes of shared data: `size_of::<T>()`, or `len * size_of::<E>()` for a
+    /// slice. Exact, not rounded to pages.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use typed_shm::SharedMemory;
+    /// # let key = format!("doc-size-{}", std::process::id());
+    /// let shm = SharedMemory::<[u32; 3]>::create(&key, [0; 3])?;
+    /// assert_eq!(shm.size(), 12);
+    /// # Ok::<(), typed_shm::Error>(())
+    /// ```
+    pub fn size(&self) -> usize {
+        self.segment.data_len()
+    }
+
+    /// Number of elements: the slice length, or 1 for a single `T`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use typed_shm::SharedMemory;
+    /// # let key = format!("doc-len-{}", std::process::id());
+    /// let shm = SharedMemory::<[f64]>::create_slice(&key, 1000, 0.0)?;
+    /// assert_eq!(shm.len(), 1000);
+    /// # Ok::<(), typed_shm::Error>(())
+    /// ```
+    pub fn len(&self) -> usize {
+        self.segment.elem_count()
+    }
+
+    /// Always `false`: a segment holds at least one byte (zero-sized data is
+    /// refused with [`ErrorKind::InvalidSize`](crate::ErrorKind::InvalidSize)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use typed_shm::SharedMemory;
+    /// # let key = format!("doc-empty-{}", std::process::id());
+    /// let shm = SharedMemory::<[u8]>::create_slice(&key, 1, 0)?;
+    /// assert!(!shm.is_empty());
+    /// # Ok::<(), typed_shm::Error>(())
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.segment.elem_count() == 0
+    }
+
+    /// Live attachments to this segment in all processes, this handle
+    /// included. Handles of processes that died are not counted.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use typed_shm::SharedMemory;
+    /// # let key = format!("doc-count-{}", std::process::id());
+    /// let a = SharedMemory::<u8>::create(&key, 0)?;
+    /// assert_eq!(a.attach_count(), 1);
+    /// let b = SharedMemory::<u8>::attach(&key)?;
+    /// assert_eq!(a.attach_count(), 2);
+    /// drop(b);
+    /// assert_eq!(a.attach_count(), 1);
+    /// # Ok::<(), typed_shm::Error>(())
+    /// ```
+    pub fn attach_count(&self) -> usize {
+        self.segment.attach_count()
+    }
+
+    /// Whether this handle created the segment (as opposed to attaching).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use typed_shm::SharedMemory;
+    /// # let key = format!("doc-created-{}", std::process::id());
+    /// let a = SharedMemory::<u8>::open_or_create(&key, || 0)?;
+    /// let b = SharedMemory::<u8>::open_or_create(&key, || 0)?;
+    /// assert!(a.created() && !b.created());
+    /// # Ok::<(), typed_shm::Error>(())
+    /// ```
+    pub fn created(&self) -> bool {
+        self.segment.created()
+    }
+
+    /// Locks the segment, waiting as long as it takes, and returns a guard.
+    ///
+    /// # Errors
+    ///
+    /// `Err(PoisonError)` — which still holds the lock and the guard — when a
+    /// previous holder died or panicked while holding it, and until
+    /// [`clear_poison`](Self::clear_poison) is called.
+    ///
+    /// # Panics
+    ///
+    /// If the calling thread already holds this segment's lock (a relock would
+    /// deadlock), if the handle was inherited across `fork()`, or if the OS
+    /// reports a failure of the lock itself.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use typed_shm::SharedMemory;
+    /// # let key = format!("doc-lock-{}", std::process::id());
+    /// let shm = SharedMemory::<u32>::create(&key, 1)?;
+    /// let mut g = shm.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    /// *g *= 10;
+    /// # drop(g);
+    /// # assert_eq!(*shm.lock().unwrap(), 10);
+    /// # Ok::<(), typed_shm::Error>(())
+    /// ```
+    pub fn lock(&self) -> LockResult<Guard<'_, T, A>> {
+        self.check_not_inherited();
+        let outcome = self.mutex.lock(self.segment.poisoned());
+        self.guard(outcome).map_err(|e| match e {
+            TryLockError::Poisoned(p) => p,
+            _ => unreachable!("a blocking lock returns only when it holds the lock"),
+        })
+    }
+
+    fn guard(&self, outcome: Outcome) -> TryLockResult<Guard<'_, T, A>> {
+        match outcome {
+            // SAFETY: the outcome says this thread now holds the lock.
+            Outcome::Locked => Ok(unsafe { Guard::new(self) }),
+            // SAFETY: as above.
+            Outcome::Poisoned => Err(TryLockError::Poisoned(PoisonError::new(unsafe {
+                Guard::new(self)
+            }))),
+            Outcome::WouldBlock => Err(TryLockError::WouldBlock),
+            Outcome::TimedOut => Err(TryLockError::TimedOut),
+        }
+    }
+
+    /// Locks the segment if it is free right now.
+    ///
+    /// # Errors
+    ///
+    /// [`TryLockError::WouldBlock`] when another thread or process holds the
+    /// lock; [`TryLockError::Poisoned`] as for [`lock`](Self::lock).
+    ///
+    /// # Panics
+    ///
+    /// As for [`lock`](Self::lock), except that a relock by the holding thread
+    /// reports `WouldBlock`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use typed_shm::{SharedMemory, TryLockError};
+    /// # let key = format!("doc-try-lock-{}", std::process::id());
+    /// let shm = SharedMemory::<u32>::create(&key, 0)?;
+    /// match shm.try_lock() {
+    ///     Ok(mut g) => *g += 1,
+    ///     Err(TryLockError::WouldBlock) => println!("busy, try later"),
+    ///     Err(e) => panic!("{e}"),
+    /// }
+    /// # Ok::<(), typed_shm::Error>(())
+    /// ```
+    pub fn try_lock(&self) -> TryLockResult<Guard<'_, T, A>> {
+        self.check_not_inherited();
+        self.guard(self.mutex.try_lock(self.segment.poisoned()))
+    }
+
+    /// Locks the segment, waiting at most `timeout` (measured on the monotonic
+    /// clock).
+    ///
+    /// # Errors
+    ///
+    /// [`TryLockError::TimedOut`] when the lock was not free in time;
+    /// [`TryLockError::Poisoned`] as for [`lock`](Self::lock). A waiter whose
+    /// holder dies wakes at once with `Poisoned`, not at its timeout.
+    ///
+    /// # Panics
+    ///
+    /// As for [`lock`](Self::lock).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use typed_shm::SharedMemory;
+    /// # let key = format!("doc-lock-timeout-{}", std::process::id());
+    /// let shm = SharedMemory::<u32>::create(&key, 0)?;
+    /// let g = shm.lock_timeout(Duration::from_millis(100)).expect("free");
+    /// # drop(g);
+    /// # Ok::<(), typed_shm::Error>(())
+    /// ```
+    pub fn lock_timeout(&self, timeout: Duration) -> TryLockResult<Guard<'_, T, A>> {
+        self.check_not_inherited();
+        self.guard(self.mutex.lock_timeout(timeout, self.segment.poisoned()))
+    }
+
+    /// Whether the lock is poisoned: a holder died or panicked, and nobody has
+    /// called [`clear_poison`](Self::clear_poison) since.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use typed_shm::SharedMemory;
+    /// # let key = format!("doc-is-poisoned-{}", std::process::id());
+    /// let shm = SharedMemory::<u32>::create(&key, 0)?;
+    /// let _ = std::panic::catch_unwind(|| {
+    ///     let _g = shm.lock().unwrap();
+    ///     panic!("half-way through an update");
+    /// });
+    /// assert!(shm.is_poisoned());
+    /// # Ok::<(), typed_shm::Error>(())
+    /// ```
+    pub fn is_poisoned(&self) -> bool {
+        self.segment.poisoned().load(std::sync::atomic::Ordering::Relaxed) != 0
+    }
+
+    /// Clears the poison, for every process: call it once the data is known
+    /// to be consistent again.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use typed_shm::SharedMemory;
+    /// # let key = format!("doc-clear-poison-{}", std::process::id());
+    /// let shm = SharedMemory::<u32>::create(&key, 0)?;
+    /// let _ = std::panic::catch_unwind(|| {
+    ///     let _g = shm.lock().unwrap();
+    ///     panic!("oops");
+    /// });
+    /// let mut g = shm.lock().unwrap_err().into_inner();
+    /// *g = 0; // repair
+    /// drop(g);
+    /// shm.clear_poison();
+    /// assert!(shm.lock().is_ok());
+    /// # Ok::<(), typed_shm::Error>(())
+    /// ```
+    pub fn clear_poison(&self) {
+        self.segment
+            .poisoned()
+            .store(0, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Detaches this handle, reporting errors (dropping the handle detaches
+    /// too, ignoring them). The last handle in any process removes the segment.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::LockError`](crate::ErrorKind::LockError) if the handle was
+    /// inherited across `fork()`, or if a guard of this handle was forgotten
+    /// (`mem::forget`) while holding the lock: the segment then stays mapped
+    /// until the process exits, so the lock can still be recovered by others.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use typed_shm::SharedMemory;
+    /// let shm = SharedMemory::<u8>::create("doc-detach", 0)?;
+    /// shm.detach()?;
+    /// assert!(!std::path::Path::new("/dev/shm/tshm_doc-detach").exists());
+    /// # Ok::<(), typed_shm::Error>(())
+    /// ```
+    pub fn detach(mut self) -> Result<(), Error> {
+        if self.mutex.is_held_here() {
+            self.segment.keep_forever();
+            return Err(Error::new(
+                crate::ErrorKind::LockError,
+                format!(
+                    "segment {:?}: a guard of this handle was forgotten while holding the lock; \
+                     the segment stays mapped until this process exits",
+                    self.key()
+                ),
+            ));
+        }
+        self.segment.release()
+    }
+}
+
+impl<T: ?Sized + ShmData, A: Access> Drop for SharedMemory<T, A> {
+    fn drop(&mut self) {
+        if self.mutex.is_held_here() {
+            // A forgotten guard: unmapping a held robust mutex would stop the
+            // kernel from marking it owner-dead, and every waiter would hang.
+            self.segment.keep_forever();
+        }
+        // `segment` detaches when it drops.
+    }
+}
+
+impl<T: ?Sized + ShmData, A: Access> fmt::Debug for SharedMemory<T, A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedMemory")
+            .field("key", &self.key())
+            .field("native_key", &self.native_key())
+            .field("size", &self.size())
+            .field("len", &self.len())
+            .field("created", &self.created())
+            .field("writable", &A::WRITABLE)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: ShmSafe> SharedMemory<T, ReadWrite> {
+    /// Creates the segment `key`, holding `init`.
+    ///
+    /// The segment gets mode `0600` whatever the umask (see
+    /// [`Options::mode`]); its memory is reserved now, so a full `/dev/shm` is
+    /// an error here, never a `SIGBUS` later. A segment left behind by
+    /// processes that all died is reclaimed.
+    ///
+    /// # Errors
+    ///
+    /// [`AlreadyExists`](crate::ErrorKind::AlreadyExists) if a live segment
+    /// (or a file that is not a typed-shm segment, or another user's) has this
+    /// key; [`KeyError`](crate::ErrorKind::KeyError) for a bad key;
+    /// [`InvalidSize`](crate::ErrorKind::InvalidSize) for a zero-sized `T`;
+    /// [`OutOfResources`](crate::ErrorKind::OutOfResources) when memory,
+    /// `/dev/shm`, the file-size limit or file descriptors run out;
+    /// [`PermissionDenied`](crate::ErrorKind::PermissionDenied) when the OS
+    /// refuses.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use typed_shm::{ErrorKind, SharedMemory};
+    /// # let key = format!("doc-create-{}", std::process::id());
+    /// let shm = SharedMemory::<[f32; 8]>::create(&key, [0.0; 8])?;
+    /// let again = SharedMemory::<[f32; 8]>::create(&key, [0.0; 8]);
+    /// assert_eq!(again.unwrap_err().kind(), ErrorKind::AlreadyExists);
+    /// # Ok::<(), typed_shm::Error>(())
+    /// ```
+    pub fn create(key: &str, init: T) -> Result<Self, Error> {
+        Self::options().create(key, init)
+    }
+
+    /// Attaches to the segment `key`, or creates it with `init()` if it does
+    /// not exist (or was left behind by processes that all died).
+    /// [`created`](SharedMemory::created) tells which happened.
+    ///
+    /// # Errors
+    ///
+    /// As for [`create`](Self::create) and [`attach`](Self::attach).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use typed_shm::SharedMemory;
+    /// # let key = format!("doc-open-or-create-{}", std::process::id());
+    /// let shm = SharedMemory::<u64>::open_or_create(&key, || 100)?;
+    /// assert!(shm.created());
+    /// assert_eq!(*shm.lock().unwrap(), 100);
+    /// # Ok::<(), typed_shm::Error>(())
+    /// ```
+    pub fn open_or_create(key: &str, init: impl FnOnce() -> T) -> Result<Self, Error> {
+        Self::options().open_or_create(key, init)
+    }
+}
+
+impl<E: ShmSafe> SharedMemory<[E], ReadWrite> {
+    /// Creates the segment `key` holding `len` copies of `fill`: the typed
+    /// form of Qt's `create(size)` (use `[u8]` for raw bytes).
+    ///
+    /// # Errors
+    ///
+    /// As for [`create`](SharedMemory::create);
+    /// [`InvalidSize`](crate::ErrorKind::InvalidSize) also for `len == 0` or
+    /// a size that overflows.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use typed_shm::SharedMemory;
+    /// # let key = format!("doc-create-slice-{}", std::process::id());
+    /// let bytes = SharedMemory::<[u8]>::create_slice(&key, 4096, 0)?;
+    /// bytes.lock().unwrap()[..5].copy_from_slice(b"hello");
+    /// # Ok::<(), typed_shm::Error>(())
+    /// ```
+    pub fn create_slice(key: &str, len: usize, fill: E) -> Result<Self, Error> {
+        Self::options().create_slice(key, len, fill)
+    }
+}
+
+impl<T: ?Sized + ShmData> SharedMemory<T, ReadWrite> {
+    /// Attaches read-write to the existing segment `key`.
+    ///
+    /// If its creator is still initializing it, waits up to
+    /// [`DEFAULT_TIMEOUT`] (see [`Options::timeout`]).
+    ///
+    /// # Errors
+    ///
+    /// [`NotFound`](crate::ErrorKind::NotFound) if no segment has this key;
+    /// [`LayoutMismatch`](crate::ErrorKind::LayoutMismatch) if it holds
+    /// another type (the message shows both layouts);
+    /// [`PermissionDenied`](crate::ErrorKind::PermissionDenied) if the mode
+    /// bits refuse read-write access or another user owns it;
+    /// [`Corrupted`](crate::ErrorKind::Corrupted) for a file that is not a
+    /// valid typed-shm segment;
+    /// [`IncompatibleVersion`](crate::ErrorKind::IncompatibleVersion) for one
+    /// written by an incompatible build; [`TimedOut`](crate::ErrorKind::TimedOut)
+    /// if its creator did not finish initializing it (or died doing so);
+    /// [`KeyError`](crate::ErrorKind::KeyError) for a bad key.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use typed_shm::{ErrorKind, SharedMemory};
+    /// # let key = format!("doc-attach-{}", std::process::id());
+    /// let owner = SharedMemory::<u32>::create(&key, 3)?;
+    /// let peer = SharedMemory::<u32>::attach(&key)?;
+    /// assert_eq!(*peer.lock().unwrap(), 3);
+    /// // Another type is refused:
+    /// let err = SharedMemory::<i32>::attach(&key).unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::LayoutMismatch);
+    /// # Ok::<(), typed_shm::Error>(())
+    /// ```
+    pub fn attach(key: &str) -> Result<Self, Error> {
+        Self::options().attach(key)
+    }
+
+    /// Builder for non-default settings (mode bits, timeout).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use typed_shm::SharedMemory;
+    /// # let key = format!("doc-options-{}", std::process::id());
+    /// let shm = SharedMemory::<u32>::options().mode(0o640).create(&key, 0)?;
+    /// # Ok::<(), typed_shm::Error>(())
+    /// ```
+    pub fn options() -> Options<T> {
+        Options {
+            mode: DEFAULT_MODE,
+            timeout: DEFAULT_TIMEOUT,
+            _data: PhantomData,
+        }
+    }
+}
+
+impl<T: ?Sized + ShmData> SharedMemory<T, ReadOnly> {
+    /// Attaches read-only to the existing segment `key`: guards give `&T`, and
+    /// the data is mapped `PROT_READ`.
+    ///
+    /// Taking the lock writes to the segment's header, so the process still
+    /// needs write permission on the segment.
+    ///
+    /// # Errors
+    ///
+    /// As for [`SharedMemory::attach`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use typed_shm::{ReadOnly, SharedMemory};
+    /// # let key = format!("doc-attach-ro-{}", std::process::id());
+    /// let writer = SharedMemory::<u32>::create(&key, 1)?;
+    /// let reader = SharedMemory::<u32, ReadOnly>::attach(&key)?;
+    /// *writer.lock().unwrap() = 2;
+    /// assert_eq!(*reader.lock().unwrap(), 2);
+    /// # Ok::<(), typed_shm::Error>(())
+    /// ```
+    pub fn attach(key: &str) -> Result<Self, Error> {
+        SharedMemory::<T>::options().attach_read_only(key)
+    }
+}
+
+/// Settings for creating or attaching, in the style of
+/// [`std::fs::OpenOptions`]. Made by [`SharedMemory::options`].
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use typed_shm::SharedMemory;
+/// # let key = format!("doc-options-type-{}", std::process::id());
+/// let shm = SharedMemory::<[u8]>::options()
+///     .mode(0o660)
+///     .timeout(Duration::from_secs(1))
+///     .create_slice(&key, 64, 0)?;
+/// # Ok::<(), typed_shm::Error>(())
+/// ```
+pub struct Options<T: ?Sized> {
+    mode: u32,
+    timeout: Duration,
+    _data: PhantomData<fn() -> *const T>,
+}
+
+impl<T: ?Sized> Clone for Options<T> {
+    fn clone(&self) -> Self {
+        Options {
+            mode: self.mode,
+            timeout: self.timeout,
+            _data: PhantomData,
+        }
+    }
+}
+
+impl<T: ?Sized> fmt::Debug for Options<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Options")
+            .field("mode", &format_args!("{:#o}", self.mode))
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl<T: ?Sized + ShmData> Options<T> {
+    /// Permission bits of a new segment, applied exactly (not masked by the
+    /// umask); only the `0o777` bits are used. Default `0o600`. Every handle
+    /// opens the segment read-write, so a process needs both read and write
+    /// permission to attach, even read-only.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::os::unix::fs::PermissionsExt;
+    /// use typed_shm::SharedMemory;
+    /// # let key = format!("doc-mode-{}", std::process::id());
+    /// let shm = SharedMemory::<u8>::options().mode(0o660).create(&key, 0)?;
+    /// let path = format!("/dev/shm{}", shm.native_key());
+    /// let mode = std::fs::metadata(path).unwrap().permissions().mode();
+    /// assert_eq!(mode & 0o777, 0o660);
+    /// # Ok::<(), typed_shm::Error>(())
+    /// ```
+    pub fn mode(&mut self, mode: u32) -> &mut Self {
+        self.mode = mode;
+        self
+    }
+
+    /// How long `attach` waits for a segment that another process is still
+    /// initializing. Default [`DEFAULT_TIMEOUT`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use typed_shm::{ErrorKind, SharedMemory};
+    /// let err = SharedMemory::<u8>::options()
+    ///     .timeout(Duration::from_millis(10))
+    ///     .attach("doc-timeout-missing")
+    ///     .unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::NotFound);
+    /// ```
+    pub fn timeout(&mut self, timeout: Duration) -> &mut Self {
+        self.timeout = timeout;
+        self
+    }
+
+    fn settings(&self) -> Settings {
+        Settings {
+            mode: self.mode,
+            timeout: self.timeout,
+        }
+    }
+
+    /// [`SharedMemory::attach`] with these options.
+    ///
+    /// # Errors
+    ///
+    /// As for [`SharedMemory::attach`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use typed_shm::SharedMemory;
+    /// # let key = format!("doc-options-attach-{}", std::process::id());
+    /// # let _owner = SharedMemory::<u8>::create(&key, 0)?;
+    /// let shm = SharedMemory::<u8>::options().attach(&key)?;
+    /// # Ok::<(), typed_shm::Error>(())
+    /// ```
+    pub fn attach(&self, key: &str) -> Result<SharedMemory<T>, Error> {
+        Segment::attach(key, &expected::<T>(), true, self.settings()).map(SharedMemory::from_segment)
+    }
+
+    /// [`SharedMemory::<T, ReadOnly>::attach`](SharedMemory#method.attach-1)
+    /// with these options.
+    ///
+    /// # Errors
+    ///
+    /// As for [`SharedMemory::attach`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use typed_shm::SharedMemory;
+    /// # let key = format!("doc-options-attach-ro-{}", std::process::id());
+    /// # let _owner = SharedMemory::<u8>::create(&key, 0)?;
+    /// let reader = SharedMemory::<u8>::options().attach_read_only(&key)?;
+    /// # Ok::<(), typed_shm::Error>(())
+    /// ```
+    pub fn attach_read_only(&self, key: &str) -> Result<SharedMemory<T, ReadOnly>, Error> {
+        Segment::attach(key, &expected::<T>(), false, self.settings()).map(SharedMemory::from_segment)
+    }
+}
+
+impl<T: ShmSafe> Options<T> {
+    fn create_with(
+        &self,
+        key: &str,
+        init: &mut Option<impl FnOnce() -> T>,
+    ) -> Result<SharedMemory<T>, Error> {
+        let mut write = |data: *mut u8| {
+            let value = init.take().expect("the data is initialized once")();
+            // SAFETY: `data` is the start of a fresh writable mapping of
+            // `size_of::<T>()` bytes, page aligned (so aligned for `T`), that
+            // no other process can see yet; `write` does not read the old
+            // bytes.
+            unsafe { data.cast::<T>().write(value) };
+        };
+        Segment::create(key, &expected::<T>(), 1, self.settings(), &mut write).map(SharedMemory::from_segment)
+    }
+
+    /// [`SharedMemory::create`] with these options.
+    ///
+    /// # Errors
+    ///
+    /// As for [`SharedMemory::create`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use typed_shm::SharedMemory;
+    /// # let key = format!("doc-options-create-{}", std::process::id());
+    /// let shm = SharedMemory::<u32>::options().mode(0o600).create(&key, 7)?;
+    /// # Ok::<(), typed_shm::Error>(())
+    /// ```
+    pub fn create(&self, key: &str, init: T) -> Result<SharedMemory<T>, Error> {
+        self.create_with(key, &mut Some(|| init))
+    }
+
+    /// [`SharedMemory::open_or_create`] with these options.
+    ///
+    /// # Errors
+    ///
+    /// As for [`SharedMemory::open_or_create`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use typed_shm::SharedMemory;
+    /// # let key = format!("doc-options-ooc-{}", std::process::id());
+    /// let shm = SharedMemory::<u32>::options().mode(0o660).open_or_create(&key, || 7)?;
+    /// # Ok::<(), typed_shm::Error>(())
+    /// ```
+    pub fn open_or_create(&self, key: &str, init: impl FnOnce() -> T) -> Result<SharedMemory<T>, Error> {
+        let mut init = Some(init);
+        let mut last = None;
+        for _ in 0..8 {
+            match self.create_with(key, &mut init) {
+                Err(e) if e.kind() == crate::ErrorKind::AlreadyExists => {}
+                other => return other,
+            }
+            match self.attach(key) {
+                // Removed between our create and attach, or its creator died
+                // initializing it: creating again reclaims it.
+                Err(e) if matches!(e.kind(), crate::ErrorKind::NotFound | crate::ErrorKind::TimedOut) => {
+                    last = Some(e)
+                }
+                other => return other,
+            }
+        }
+        Err(last.expect("the loop ran at least once"))
+    }
+}
+
+impl<E: ShmSafe> Options<[E]> {
+    /// [`SharedMemory::create_slice`] with these options.
+    ///
+    /// # Errors
+    ///
+    /// As for [`SharedMemory::create_slice`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use typed_shm::SharedMemory;
+    /// # let key = format!("doc-options-slice-{}", std::process::id());
+    /// let shm = SharedMemory::<[u64]>::options().create_slice(&key, 16, 1)?;
+    /// assert_eq!(shm.lock().unwrap().iter().sum::<u64>(), 16);
+    /// # Ok::<(), typed_shm::Error>(())
+    /// ```
+    pub fn create_slice(&self, key: &str, len: usize, fill: E) -> Result<SharedMemory<[E]>, Error> {
+        let mut write = |data: *mut u8| {
+            let data = data.cast::<E>();
+            for i in 0..len {
+                // SAFETY: `data` starts a fresh writable mapping of
+                // `len * size_of::<E>()` bytes (checked for overflow by
+                // `Segment::create`), page aligned, invisible to others yet;
+                // `i < len`, so each write is in bounds and aligned.
+                unsafe { data.wrapping_add(i).write(fill) };
+            }
+        };
+        Segment::create(key, &expected::<[E]>(), len, self.settings(), &mut write)
+            .map(SharedMemory::from_segment)
+    }
+}

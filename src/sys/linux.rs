@@ -1,0 +1,433 @@
+//! Linux + glibc system calls.
+#![allow(unsafe_code)]
+
+use std::ffi::CStr;
+use std::io;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::Once;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// The C type of the lock stored in the segment header.
+pub(crate) type RawMutexStorage = libc::pthread_mutex_t;
+
+/// `(size, alignment)` of `pthread_mutex_t`, recorded in the header's ABI stamp.
+pub(crate) const MUTEX_SIZE: usize = std::mem::size_of::<libc::pthread_mutex_t>();
+pub(crate) const MUTEX_ALIGN: usize = std::mem::align_of::<libc::pthread_mutex_t>();
+
+/// Identifies the C library whose mutex layout the header embeds (1 = glibc).
+pub(crate) const LIBC_FAMILY: u32 = 1;
+
+fn last_error() -> io::Error {
+    io::Error::last_os_error()
+}
+
+/// Opens (or, with `create`, exclusively creates) the POSIX shared-memory
+/// object `name`, read-write, close-on-exec.
+pub(crate) fn shm_open(name: &CStr, create: bool, mode: u32) -> io::Result<OwnedFd> {
+    let mut flags = libc::O_RDWR | libc::O_CLOEXEC | libc::O_NOFOLLOW;
+    if create {
+        flags |= libc::O_CREAT | libc::O_EXCL;
+    }
+    // SAFETY: shm_open(3) requires a NUL-terminated name: `name` is a `CStr`.
+    // The mode is passed as the variadic `mode_t` argument, which POSIX reads
+    // only with O_CREAT and which has the type `libc::mode_t`.
+    let fd = unsafe { libc::shm_open(name.as_ptr(), flags, mode as libc::mode_t) };
+    if fd < 0 {
+        return Err(last_error());
+    }
+    // SAFETY: `fd` was just returned by shm_open, is open, and is owned by
+    // nobody else (OwnedFd::from_raw_fd requires an open fd we own).
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Removes the name `name` (the object lives on while it is open or mapped).
+pub(crate) fn shm_unlink(name: &CStr) -> io::Result<()> {
+    // SAFETY: shm_unlink(3) requires a NUL-terminated name: `name` is a `CStr`.
+    if unsafe { libc::shm_unlink(name.as_ptr()) } != 0 {
+        return Err(last_error());
+    }
+    Ok(())
+}
+
+/// What `fstat` says about an object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Stat {
+    pub dev: u64,
+    pub ino: u64,
+    pub uid: u32,
+    pub regular: bool,
+    pub size: u64,
+}
+
+impl Stat {
+    pub(crate) fn same_file(&self, other: &Stat) -> bool {
+        self.dev == other.dev && self.ino == other.ino
+    }
+}
+
+pub(crate) fn fstat(fd: &OwnedFd) -> io::Result<Stat> {
+    let mut st = MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat(2) requires an open fd (`fd` is an OwnedFd) and a pointer
+    // to writable storage for one `struct stat` (`st` is exactly that).
+    if unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) } != 0 {
+        return Err(last_error());
+    }
+    // SAFETY: fstat returned 0, so it filled in the whole struct.
+    let st = unsafe { st.assume_init() };
+    Ok(Stat {
+        dev: st.st_dev,
+        ino: st.st_ino,
+        uid: st.st_uid,
+        regular: st.st_mode & libc::S_IFMT == libc::S_IFREG,
+        size: u64::try_from(st.st_size).unwrap_or(0),
+    })
+}
+
+/// What the name `native` (as given to `shm_open`) refers to now, without
+/// following symbolic links and without opening it.
+pub(crate) fn name_stat(native: &str) -> io::Result<Stat> {
+    use std::os::unix::fs::MetadataExt;
+    // glibc places POSIX shared-memory objects in /dev/shm (shm_open(3)).
+    let m = std::fs::symlink_metadata(format!("/dev/shm{native}"))?;
+    Ok(Stat {
+        dev: m.dev(),
+        ino: m.ino(),
+        uid: m.uid(),
+        regular: m.file_type().is_file(),
+        size: m.len(),
+    })
+}
+
+pub(crate) fn geteuid() -> u32 {
+    // SAFETY: geteuid(2) takes no arguments and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+pub(crate) fn fchmod(fd: &OwnedFd, mode: u32) -> io::Result<()> {
+    // SAFETY: fchmod(2) requires an open fd; `fd` is an OwnedFd.
+    if unsafe { libc::fchmod(fd.as_raw_fd(), mode as libc::mode_t) } != 0 {
+        return Err(last_error());
+    }
+    Ok(())
+}
+
+pub(crate) fn ftruncate(fd: &OwnedFd, len: u64) -> io::Result<()> {
+    let len = libc::off_t::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+    // SAFETY: ftruncate(2) requires an open fd (an OwnedFd) and a length,
+    // checked above to fit in `off_t`.
+    if unsafe { libc::ftruncate(fd.as_raw_fd(), len) } != 0 {
+        return Err(last_error());
+    }
+    Ok(())
+}
+
+/// Reserves the blocks of `[0, len)` now, so a full file system is an error
+/// here instead of a SIGBUS at the first write.
+pub(crate) fn fallocate(fd: &OwnedFd, len: u64) -> io::Result<()> {
+    let len = libc::off_t::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+    // SAFETY: posix_fallocate(3) requires an open fd (an OwnedFd) and a
+    // non-negative offset and length (0 and `len`, checked to fit `off_t`).
+    // It returns an error number instead of setting errno.
+    match unsafe { libc::posix_fallocate(fd.as_raw_fd(), 0, len) } {
+        0 => Ok(()),
+        e => Err(io::Error::from_raw_os_error(e)),
+    }
+}
+
+/// The soft `RLIMIT_FSIZE`, or `None` when unlimited.
+pub(crate) fn file_size_limit() -> Option<u64> {
+    let mut lim = MaybeUninit::<libc::rlimit>::uninit();
+    // SAFETY: getrlimit(2) requires a valid resource and a pointer to writable
+    // storage for one `struct rlimit`; both hold.
+    if unsafe { libc::getrlimit(libc::RLIMIT_FSIZE, lim.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: getrlimit returned 0, so it filled in the struct.
+    let lim = unsafe { lim.assume_init() };
+    (lim.rlim_cur != libc::RLIM_INFINITY).then_some(lim.rlim_cur)
+}
+
+pub(crate) fn page_size() -> usize {
+    // SAFETY: sysconf(3) with a valid name has no preconditions.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(p).unwrap_or(4096)
+}
+
+/// Kinds of open-file-description lock on byte 0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum OfdLock {
+    Read,
+    Write,
+    Unlock,
+}
+
+/// Sets, converts or releases this open file description's lock on byte 0,
+/// without waiting. Returns `Ok(false)` when another open file description
+/// holds a conflicting lock.
+///
+/// OFD locks (fcntl(2), "Open file description locks") belong to the open
+/// file description, not to the process: they conflict between two handles
+/// of one process, survive closing other fds of the file, and are released by
+/// the kernel when the description is closed — including when the process is
+/// killed.
+pub(crate) fn ofd_lock(fd: &OwnedFd, kind: OfdLock) -> io::Result<bool> {
+    // SAFETY: `flock` is a plain C struct; all-zero is a valid value of it.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = match kind {
+        OfdLock::Read => libc::F_RDLCK,
+        OfdLock::Write => libc::F_WRLCK,
+        OfdLock::Unlock => libc::F_UNLCK,
+    } as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl.l_start = 0;
+    fl.l_len = 1;
+    // l_pid must be 0 for OFD locks (fcntl(2)).
+    fl.l_pid = 0;
+    // SAFETY: fcntl(2) F_OFD_SETLK requires an open fd (an OwnedFd) and a
+    // pointer to a valid `struct flock` with l_pid == 0 (built above).
+    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_OFD_SETLK, &fl) } == 0 {
+        return Ok(true);
+    }
+    let err = last_error();
+    match err.raw_os_error() {
+        Some(libc::EAGAIN | libc::EACCES) => Ok(false),
+        _ => Err(err),
+    }
+}
+
+/// Counts the open-file-description locks the kernel holds on byte 0 of the
+/// file `(dev, ino)`, from `/proc/locks`. `None` if `/proc` cannot be read.
+pub(crate) fn count_ofd_locks(dev: u64, ino: u64) -> Option<usize> {
+    let text = std::fs::read_to_string("/proc/locks").ok()?;
+    let major = libc::major(dev);
+    let minor = libc::minor(dev);
+    let count = text
+        .lines()
+        .filter(|line| {
+            // "12: OFDLCK ADVISORY  READ  -1 00:1a:1234 0 0"; blocked waiters
+            // have "->" after the number and are not holders.
+            let mut f = line.split_whitespace();
+            let (Some(_), Some(class)) = (f.next(), f.next()) else {
+                return false;
+            };
+            if class != "OFDLCK" {
+                return false;
+            }
+            let Some(id) = f.nth(3) else { return false };
+            let start = f.next();
+            let mut parts = id.split(':');
+            let (Some(ma), Some(mi), Some(i)) = (parts.next(), parts.next(), parts.next()) else {
+                return false;
+            };
+            u32::from_str_radix(ma, 16).ok() == Some(major)
+                && u32::from_str_radix(mi, 16).ok() == Some(minor)
+                && i.parse::<u64>().ok() == Some(ino)
+                && start == Some("0")
+        })
+        .count();
+    Some(count)
+}
+
+static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
+static ATFORK: Once = Once::new();
+
+extern "C" fn after_fork_in_child() {
+    FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
+}
+
+/// A number that changes in a child process after every `fork`. A handle
+/// records it when it is made and refuses to use inherited OS state when it
+/// differs.
+pub(crate) fn fork_generation() -> u64 {
+    ATFORK.call_once(|| {
+        // SAFETY: pthread_atfork(3) takes three optional handlers; the child
+        // handler is an `extern "C" fn()` that only does an atomic add, which
+        // is async-signal-safe as fork requires of child handlers.
+        let rc = unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+        assert_eq!(rc, 0, "pthread_atfork failed: out of memory");
+    });
+    FORK_GENERATION.load(Ordering::Relaxed)
+}
+
+/// The result of trying to take the robust mutex.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Acquired {
+    /// Locked, consistent.
+    Locked,
+    /// Locked, but the previous owner died holding it (`EOWNERDEAD`); the
+    /// mutex has already been made consistent again.
+    OwnerDied,
+    /// `trylock`: held by someone else.
+    Busy,
+    /// Timed lock: not free before the deadline.
+    TimedOut,
+}
+
+unsafe extern "C" {
+    // glibc 2.30+; not (yet) declared by the libc crate. Same contract as
+    // pthread_mutex_timedlock, with the clock named explicitly.
+    fn pthread_mutex_clocklock(
+        mutex: *mut libc::pthread_mutex_t,
+        clock: libc::clockid_t,
+        abstime: *const libc::timespec,
+    ) -> libc::c_int;
+}
+
+/// A robust, process-shared, error-checking pthread mutex that lives at a
+/// fixed address in a shared mapping. It does not own the memory.
+pub(crate) struct RawMutex {
+    ptr: *mut libc::pthread_mutex_t,
+}
+
+impl RawMutex {
+    /// Initializes a mutex in place.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` must be valid for writes of a `pthread_mutex_t`, suitably
+    /// aligned, not in use as a mutex by anyone, and stay mapped while any
+    /// `RawMutex` built on it is used.
+    pub(crate) unsafe fn init(ptr: *mut libc::pthread_mutex_t) -> io::Result<()> {
+        let mut attr = MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
+        // SAFETY: pthread_mutexattr_init(3) initializes the object at the
+        // given pointer; `attr` is writable storage for one attribute object.
+        let rc = unsafe { libc::pthread_mutexattr_init(attr.as_mut_ptr()) };
+        if rc != 0 {
+            return Err(io::Error::from_raw_os_error(rc));
+        }
+        let attr = attr.as_mut_ptr();
+        let set = |rc: libc::c_int| {
+            if rc == 0 {
+                Ok(())
+            } else {
+                Err(io::Error::from_raw_os_error(rc))
+            }
+        };
+        let result = (|| {
+            // SAFETY: `attr` was initialized by pthread_mutexattr_init above.
+            set(unsafe { libc::pthread_mutexattr_setpshared(attr, libc::PTHREAD_PROCESS_SHARED) })?;
+            // SAFETY: as above.
+            set(unsafe { libc::pthread_mutexattr_setrobust(attr, libc::PTHREAD_MUTEX_ROBUST) })?;
+            // SAFETY: as above.
+            set(unsafe { libc::pthread_mutexattr_settype(attr, libc::PTHREAD_MUTEX_ERRORCHECK) })?;
+            // SAFETY: `ptr` is valid, aligned and unused (this fn's contract);
+            // `attr` is an initialized attribute object.
+            set(unsafe { libc::pthread_mutex_init(ptr, attr) })
+        })();
+        // SAFETY: `attr` is initialized; destroying it does not affect mutexes
+        // initialized with it (pthread_mutexattr_destroy(3)).
+        unsafe { libc::pthread_mutexattr_destroy(attr) };
+        result
+    }
+
+    /// # Safety
+    ///
+    /// `ptr` must point to a mutex initialized by [`RawMutex::init`] (in any
+    /// process) that stays mapped for as long as the returned value is used.
+    pub(crate) unsafe fn from_ptr(ptr: *mut libc::pthread_mutex_t) -> Self {
+        RawMutex { ptr }
+    }
+
+    fn acquired(&self, rc: libc::c_int, call: &str) -> Acquired {
+        match rc {
+            0 => Acquired::Locked,
+            libc::EOWNERDEAD => {
+                // Make it consistent at once: a robust mutex unlocked while
+                // inconsistent becomes ENOTRECOVERABLE for everyone.
+                // SAFETY: pthread_mutex_consistent(3) requires a robust mutex
+                // that the caller holds after EOWNERDEAD; both hold here.
+                let rc = unsafe { libc::pthread_mutex_consistent(self.ptr) };
+                assert_eq!(rc, 0, "pthread_mutex_consistent failed with error {rc}");
+                Acquired::OwnerDied
+            }
+            libc::EBUSY => Acquired::Busy,
+            libc::ETIMEDOUT => Acquired::TimedOut,
+            libc::EDEADLK => panic!(
+                "typed-shm: this thread already holds the lock of this segment \
+                 (a guard is still alive or was forgotten): locking it again would deadlock"
+            ),
+            rc => panic!(
+                "typed-shm: {call} on the segment's lock failed with error {rc} ({}); \
+                 the segment's lock is unusable",
+                io::Error::from_raw_os_error(rc)
+            ),
+        }
+    }
+
+    pub(crate) fn lock(&self) -> Acquired {
+        // SAFETY: `self.ptr` points to an initialized, mapped mutex
+        // (from_ptr's contract); pthread_mutex_lock(3) has no other
+        // precondition.
+        let rc = unsafe { libc::pthread_mutex_lock(self.ptr) };
+        self.acquired(rc, "pthread_mutex_lock")
+    }
+
+    pub(crate) fn try_lock(&self) -> Acquired {
+        // SAFETY: as in `lock`.
+        let rc = unsafe { libc::pthread_mutex_trylock(self.ptr) };
+        self.acquired(rc, "pthread_mutex_trylock")
+    }
+
+    /// Waits at most `timeout`, measured on `CLOCK_MONOTONIC` (immune to
+    /// changes of the wall clock).
+    pub(crate) fn lock_timeout(&self, timeout: Duration) -> Acquired {
+        let mut now = MaybeUninit::<libc::timespec>::uninit();
+        // SAFETY: clock_gettime(2) requires a valid clock id and writable
+        // storage for one timespec.
+        let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, now.as_mut_ptr()) };
+        assert_eq!(rc, 0, "clock_gettime(CLOCK_MONOTONIC) failed");
+        // SAFETY: clock_gettime returned 0, so it filled in the timespec.
+        let now = unsafe { now.assume_init() };
+        let deadline = add_timespec(now, timeout);
+        // SAFETY: as in `lock`; `deadline` is a valid timespec (tv_nsec in
+        // 0..1e9) on CLOCK_MONOTONIC, as pthread_mutex_clocklock(3) requires.
+        let rc = unsafe { pthread_mutex_clocklock(self.ptr, libc::CLOCK_MONOTONIC, &deadline) };
+        self.acquired(rc, "pthread_mutex_clocklock")
+    }
+
+    /// # Safety
+    ///
+    /// The calling thread must hold the mutex.
+    pub(crate) unsafe fn unlock(&self) {
+        // SAFETY: the mutex is initialized and mapped (from_ptr's contract)
+        // and held by this thread (this fn's contract), as
+        // pthread_mutex_unlock(3) requires.
+        let rc = unsafe { libc::pthread_mutex_unlock(self.ptr) };
+        debug_assert_eq!(rc, 0, "pthread_mutex_unlock failed with error {rc}");
+    }
+}
+
+fn add_timespec(t: libc::timespec, d: Duration) -> libc::timespec {
+    let mut sec = t
+        .tv_sec
+        .saturating_add(libc::time_t::try_from(d.as_secs()).unwrap_or(libc::time_t::MAX));
+    let mut nsec = t.tv_nsec + libc::c_long::from(d.subsec_nanos() as i32);
+    if nsec >= 1_000_000_000 {
+        nsec -= 1_000_000_000;
+        sec = sec.saturating_add(1);
+    }
+    libc::timespec {
+        tv_sec: sec,
+        tv_nsec: nsec,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timespec_addition_carries_nanoseconds() {
+        let t = libc::timespec {
+            tv_sec: 5,
+            tv_nsec: 900_000_000,
+        };
+        let r = add_timespec(t, Duration::from_millis(250));
+        assert_eq!((r.tv_sec, r.tv_nsec), (6, 150_000_000));
+        let r = add_timespec(t, Duration::MAX);
+        assert_eq!(r.tv_sec, libc::time_t::MAX);
+        assert!(r.tv_nsec < 1_000_000_000);
+    }
+}
