@@ -86,11 +86,7 @@ impl FingerprintBuilder {
     /// assert_ne!(a, b);
     /// ```
     pub const fn field(self, name: &str, offset: usize, fingerprint: u64) -> Self {
-        let mut b = self
-            .byte(b'F')
-            .str(name)
-            .int(offset as u64)
-            .int(fingerprint);
+        let mut b = self.byte(b'F').str(name).int(offset as u64).int(fingerprint);
         b.fields += 1;
         b
     }
@@ -108,9 +104,7 @@ impl FingerprintBuilder {
     /// );
     /// ```
     pub const fn array(element: u64, len: usize, size: usize, align: usize) -> u64 {
-        Self::new("[]", size, align)
-            .field("", len, element)
-            .finish()
+        Self::new("[]", size, align).field("", len, element).finish()
     }
 
     /// Ends the type and returns its fingerprint.

@@ -106,11 +106,7 @@ impl Worker {
                 }
             }
         });
-        let mut w = Worker {
-            child,
-            stdin,
-            lines,
-        };
+        let mut w = Worker { child, stdin, lines };
         w.expect("ready");
         w
     }
@@ -218,9 +214,7 @@ fn serve<C: Cell>(role: Role, cell: C) {
         }
     });
     let mut out = std::io::stdout().lock();
-    writeln!(out, "ready")
-        .and_then(|()| out.flush())
-        .expect("stdout");
+    writeln!(out, "ready").and_then(|()| out.flush()).expect("stdout");
     for line in std::io::stdin().lock().lines() {
         let line = line.expect("read stdin");
         let n: u64 = line.trim().parse().expect("a number of iterations");
@@ -230,9 +224,7 @@ fn serve<C: Cell>(role: Role, cell: C) {
             Role::Pingpong => subject::pingpong(&cell, n, 1),
         }
         LAST_SEEN.store(start.elapsed().as_secs(), Ordering::Relaxed);
-        writeln!(out, "done")
-            .and_then(|()| out.flush())
-            .expect("stdout");
+        writeln!(out, "done").and_then(|()| out.flush()).expect("stdout");
     }
     drop(cell);
 }

@@ -50,13 +50,7 @@ impl Segment {
         // SAFETY: shm_open(3): `name` is a valid NUL-terminated string (a
         // `CString`); the flags and mode are valid constants. O_EXCL makes the
         // call fail instead of reusing an existing object.
-        let fd = unsafe {
-            libc::shm_open(
-                name.as_ptr(),
-                libc::O_CREAT | libc::O_EXCL | libc::O_RDWR,
-                0o600,
-            )
-        };
+        let fd = unsafe { libc::shm_open(name.as_ptr(), libc::O_CREAT | libc::O_EXCL | libc::O_RDWR, 0o600) };
         if fd < 0 {
             last_os_error("shm_open(O_CREAT | O_EXCL)");
         }
@@ -307,10 +301,7 @@ impl Locked {
     /// Attaches to a segment made by [`Locked::create`].
     pub fn attach(name: &str) -> Locked {
         let seg = Segment::attach(name);
-        let data_len = seg
-            .len()
-            .checked_sub(HEADER)
-            .expect("segment has a header page");
+        let data_len = seg.len().checked_sub(HEADER).expect("segment has a header page");
         assert!(data_len >= 64, "the data holds at least a [u64; 8]");
         // SAFETY: the creator initialized the mutex at offset 0 before the
         // name was handed to anyone; `seg` keeps it mapped.

@@ -43,9 +43,6 @@ fn leftovers() -> Vec<std::path::PathBuf> {
         .expect("read /dev/shm")
         .filter_map(Result::ok)
         .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|f| f.to_string_lossy().contains(&tag))
-        })
+        .filter(|p| p.file_name().is_some_and(|f| f.to_string_lossy().contains(&tag)))
         .collect()
 }

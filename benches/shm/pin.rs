@@ -18,19 +18,9 @@ fn get() -> Mask {
     // writable for `size_of::<Mask>()` bytes, which is the size passed, and
     // has the layout of `cpu_set_t` (an array of `unsigned long` bits, 128
     // bytes on Linux).
-    let rc = unsafe {
-        libc::sched_getaffinity(
-            0,
-            size_of::<Mask>(),
-            (&raw mut mask).cast::<libc::cpu_set_t>(),
-        )
-    };
-    assert_eq!(
-        rc,
-        0,
-        "sched_getaffinity: {}",
-        std::io::Error::last_os_error()
-    );
+    let rc =
+        unsafe { libc::sched_getaffinity(0, size_of::<Mask>(), (&raw mut mask).cast::<libc::cpu_set_t>()) };
+    assert_eq!(rc, 0, "sched_getaffinity: {}", std::io::Error::last_os_error());
     mask
 }
 
@@ -38,18 +28,9 @@ fn set(mask: &Mask) {
     // SAFETY: sched_setaffinity(2): pid 0 is the calling thread; `mask` is
     // readable for the size passed and laid out as a `cpu_set_t`.
     let rc = unsafe {
-        libc::sched_setaffinity(
-            0,
-            size_of::<Mask>(),
-            (&raw const *mask).cast::<libc::cpu_set_t>(),
-        )
+        libc::sched_setaffinity(0, size_of::<Mask>(), (&raw const *mask).cast::<libc::cpu_set_t>())
     };
-    assert_eq!(
-        rc,
-        0,
-        "sched_setaffinity: {}",
-        std::io::Error::last_os_error()
-    );
+    assert_eq!(rc, 0, "sched_setaffinity: {}", std::io::Error::last_os_error());
 }
 
 /// The first two CPUs this thread may run on, if there are two.

@@ -143,17 +143,12 @@ pub type StdCell = std::sync::Mutex<[u64; 8]>;
 impl Lock for StdCell {
     #[inline]
     fn with<R>(&self, f: impl FnOnce(&mut [u64; 8]) -> R) -> R {
-        let mut g = self
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut g = self.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         f(&mut g)
     }
     #[inline]
     fn lock_unlock(&self) {
-        drop(
-            self.lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
+        drop(self.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
     }
 }
 

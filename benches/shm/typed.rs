@@ -13,7 +13,7 @@ impl TypedCell {
 
     /// `SharedMemory::attach(name)`.
     pub fn attach(name: &str) -> TypedCell {
-        TypedCell(SharedMemory::attach(name).expect("typed_shm attach"))
+        TypedCell(SharedMemory::<[u64; 8]>::attach(name).expect("typed_shm attach"))
     }
 
     /// Runs `f` on the data through a guard.

@@ -9,13 +9,19 @@
 //! `floor`, `shared_memory+raw_sync`, `std_mutex` and, for `big_copy_*`,
 //! `memcpy` (plain `memcpy` into a shared mapping of the same size, no lock).
 
+#[path = "shm/child.rs"]
 mod child;
+#[path = "shm/floor.rs"]
 mod floor;
+#[path = "shm/names.rs"]
 mod names;
+#[path = "shm/peer.rs"]
 mod peer;
+#[path = "shm/pin.rs"]
 mod pin;
+#[path = "shm/subject.rs"]
 mod subject;
-#[path = "typed_stub.rs"]
+#[path = "shm/typed.rs"]
 mod typed;
 
 use std::time::Instant;
