@@ -174,8 +174,12 @@ fn on_buffer<B: Buffer>(g: &mut Group, id: &str, code: &str, src: &[u8]) {
     });
 }
 
-/// Benchmarks a two-process run: `parent` does this side's `n` iterations
-/// while the child does its side; `check` verifies the result afterwards.
+/// Benchmarks a two-process run: `side` does this side's `n` iterations
+/// while the child does its own, and returns only when both are done (it
+/// waits for the other side through the shared data); `check` verifies the
+/// result afterwards. The clock starts when the child signals that it runs
+/// (through the shared data, not the pipe), so neither process start-up nor
+/// wake-up latency is measured.
 fn two_processes<C: Cell>(
     g: &mut Group,
     id: &str,
@@ -189,6 +193,7 @@ fn two_processes<C: Cell>(
     // The worker comes first, so it is dropped (detached) before the cell;
     // the pin last, so this thread runs anywhere again afterwards.
     let mut state: Option<(Worker, C, Option<pin::Pinned>)> = None;
+    let mut runs = 0;
     g.bench_function(id, |b| {
         let (worker, cell, _) = state.get_or_insert_with(|| {
             let cell = C::create(&name);
@@ -197,11 +202,13 @@ fn two_processes<C: Cell>(
             (worker, cell, cpus.map(|c| pin::pin(c.0)))
         });
         b.iter_custom(|n| {
-            let t = Instant::now();
             worker.start(n);
+            runs += 1;
+            subject::await_start(cell, runs);
+            let t = Instant::now();
             side(cell, n);
-            worker.finish();
             let elapsed = t.elapsed();
+            worker.finish();
             check(cell, n);
             elapsed
         });
@@ -219,17 +226,21 @@ fn two_threads(
     let m = StdCell::new([0; 8]);
     let cpus = pin::two_cpus();
     let _pinned = cpus.map(|c| pin::pin(c.0));
+    let mut runs = 0;
     g.bench_function(STD, |b| {
         b.iter_custom(|n| {
-            let t = Instant::now();
-            std::thread::scope(|s| {
+            runs += 1;
+            let elapsed = std::thread::scope(|s| {
                 s.spawn(|| {
                     let _pinned = cpus.map(|c| pin::pin(c.1));
+                    subject::signal_start(&m);
                     other(&m, n);
                 });
+                subject::await_start(&m, runs);
+                let t = Instant::now();
                 side(&m, n);
+                t.elapsed()
             });
-            let elapsed = t.elapsed();
             check(&m, n);
             elapsed
         });
@@ -238,7 +249,7 @@ fn two_threads(
 
 fn contended(c: &mut Criterion) {
     fn side(l: &impl Lock, n: u64) {
-        subject::increment(l, n);
+        subject::increment_both(l, n);
     }
     fn check(l: &impl Lock, n: u64) {
         // Both sides are done: the counter, zero after the previous check,

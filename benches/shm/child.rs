@@ -219,6 +219,7 @@ fn serve<C: Cell>(role: Role, cell: C) {
         let line = line.expect("read stdin");
         let n: u64 = line.trim().parse().expect("a number of iterations");
         LAST_SEEN.store(start.elapsed().as_secs(), Ordering::Relaxed);
+        subject::signal_start(&cell);
         match role {
             Role::Contended => subject::increment(&cell, n),
             Role::Pingpong => subject::pingpong(&cell, n, 1),

@@ -158,9 +158,23 @@ pub const COUNTER: usize = 0;
 pub const TURN: usize = 1;
 /// Index of the number of turns the second side took in `pingpong`.
 pub const TURNS: usize = 2;
+/// Index of the number of runs the second side has started.
+pub const STARTED: usize = 3;
 
-/// How long a side may wait for its turn before the run is declared hung.
+/// How long a side may wait for the other before the run is declared hung.
 const HUNG: Duration = Duration::from_secs(30);
+
+/// The second side's start signal: it counts its runs in [`STARTED`], so
+/// the first side can start its clock when both sides run, not when the
+/// scheduler gets around to waking the second one.
+pub fn signal_start<L: Lock>(l: &L) {
+    l.with(|d| d[STARTED] += 1);
+}
+
+/// The first side waits for the second side's `run`th start signal.
+pub fn await_start<L: Lock>(l: &L, run: u64) {
+    wait_for(l, |d| d[STARTED] >= run, |_| ());
+}
 
 /// `n` increments of the shared counter, each under the lock.
 #[inline(never)]
@@ -168,6 +182,14 @@ pub fn increment<L: Lock>(l: &L, n: u64) {
     for _ in 0..n {
         l.with(|d| d[COUNTER] += 1);
     }
+}
+
+/// Side 0 of `contended`: `n` increments, then wait until the other side's
+/// `n` are in too (the counter starts at 0 for every run).
+#[inline(never)]
+pub fn increment_both<L: Lock>(l: &L, n: u64) {
+    increment(l, n);
+    wait_for(l, |d| d[COUNTER] >= 2 * n, |_| ());
 }
 
 /// `n` turns of side `me` (0 or 1) of the ping-pong: wait for the turn flag
@@ -182,31 +204,39 @@ pub fn increment<L: Lock>(l: &L, n: u64) {
 pub fn pingpong<L: Lock>(l: &L, n: u64, me: u64) {
     let next = 1 - me;
     for _ in 0..n {
-        wait_for(l, me, |d| {
-            d[TURN] = next;
-            if me == 1 {
-                d[TURNS] += 1;
-            }
-        });
+        wait_for(
+            l,
+            |d| d[TURN] == me,
+            |d| {
+                d[TURN] = next;
+                if me == 1 {
+                    d[TURNS] += 1;
+                }
+            },
+        );
     }
     if me == 0 {
-        wait_for(l, 0, |_| ());
+        wait_for(l, |d| d[TURN] == 0, |_| ());
     }
 }
 
-/// Waits until the turn flag equals `turn`, then runs `then` under the same
-/// lock. Spins briefly, then yields the CPU, so that a busy machine does not
-/// stall the other side.
+/// Waits until `ready` holds, then runs `then` under the same lock. Spins
+/// briefly, then yields the CPU, so that a busy machine does not stall the
+/// other side.
+///
+/// # Panics
+///
+/// If `ready` does not hold within 30 s (the other side died).
 #[inline]
-fn wait_for<L: Lock>(l: &L, turn: u64, then: impl Fn(&mut [u64; 8])) {
+fn wait_for<L: Lock>(l: &L, ready: impl Fn(&[u64; 8]) -> bool, then: impl Fn(&mut [u64; 8])) {
     let mut tries = 0u32;
     let mut since: Option<Instant> = None;
     while !l.with(|d| {
-        let mine = d[TURN] == turn;
-        if mine {
+        let go = ready(d);
+        if go {
             then(d);
         }
-        mine
+        go
     }) {
         tries += 1;
         if tries < 64 {
@@ -215,10 +245,7 @@ fn wait_for<L: Lock>(l: &L, turn: u64, then: impl Fn(&mut [u64; 8])) {
             std::thread::yield_now();
             if tries % 1024 == 0 {
                 let start = *since.get_or_insert_with(Instant::now);
-                assert!(
-                    start.elapsed() < HUNG,
-                    "the other side did not take its turn in {HUNG:?}"
-                );
+                assert!(start.elapsed() < HUNG, "the other side did not move in {HUNG:?}");
             }
         }
     }
