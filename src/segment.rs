@@ -29,7 +29,9 @@ use std::time::{Duration, Instant};
 use memmap2::{MmapOptions, MmapRaw};
 
 use crate::error::{Error, ErrorKind};
-use crate::header::{self, Expected, HEADER_SIZE, Header, MAGIC, STATE_DESTROYED, STATE_INIT, STATE_READY};
+use crate::header::{
+    self, Expected, HEADER_SIZE, Header, MAGIC, STATE_DESTROYED, STATE_INIT, STATE_READY, Validated,
+};
 use crate::key;
 use crate::sys::{self, OfdLock, Stat};
 
@@ -46,8 +48,8 @@ pub(crate) struct Settings {
 /// The mappings and the file description; forgotten (never unmapped) when a
 /// lock may still be held through them.
 struct Maps {
-    _header: MmapRaw,
-    _data: MmapRaw,
+    header: MmapRaw,
+    data: MmapRaw,
     fd: OwnedFd,
 }
 
@@ -268,24 +270,17 @@ impl Segment {
         })?;
         write_data(data_map.as_mut_ptr());
 
-        let seg = Segment {
-            key: key.to_owned(),
-            native,
-            cname: cname.clone(),
-            stat,
-            header: base,
-            data: data_map.as_mut_ptr(),
-            maps: Some(Maps {
-                _header: header_map,
-                _data: data_map,
-                fd,
-            }),
+        let maps = Maps {
+            header: header_map,
+            data: data_map,
+            fd,
+        };
+        let layout = Validated {
+            data_offset: page as u64,
             data_len,
             elem_count,
-            created: true,
-            fork_generation: sys::fork_generation(),
-            released: false,
         };
+        let seg = Segment::assemble(key, native, cname.clone(), stat, maps, layout, true);
         seg.attach_counter().store(1, Ordering::Relaxed);
         seg.state().store(STATE_READY, Ordering::Release);
         // Converting our write lock to a read lock cannot conflict.
@@ -425,26 +420,39 @@ impl Segment {
                 opts.map_raw_read_only(fd.as_raw_fd())
             }
             .map_err(|e| map_error(key, "the segment data", e))?;
-            let seg = Segment {
-                key: key.to_owned(),
-                native,
-                cname,
-                stat: st,
-                header: base,
-                data: data_map.as_mut_ptr(),
-                maps: Some(Maps {
-                    _header: header_map,
-                    _data: data_map,
-                    fd,
-                }),
-                data_len: v.data_len,
-                elem_count: v.elem_count,
-                created: false,
-                fork_generation: sys::fork_generation(),
-                released: false,
+            let maps = Maps {
+                header: header_map,
+                data: data_map,
+                fd,
             };
+            let seg = Segment::assemble(key, native, cname, st, maps, v, false);
             seg.attach_counter().fetch_add(1, Ordering::Relaxed);
             return Ok(seg);
+        }
+    }
+
+    fn assemble(
+        key: &str,
+        native: String,
+        cname: CString,
+        stat: Stat,
+        maps: Maps,
+        layout: Validated,
+        created: bool,
+    ) -> Segment {
+        Segment {
+            key: key.to_owned(),
+            native,
+            cname,
+            stat,
+            header: maps.header.as_mut_ptr(),
+            data: maps.data.as_mut_ptr(),
+            maps: Some(maps),
+            data_len: layout.data_len,
+            elem_count: layout.elem_count,
+            created,
+            fork_generation: sys::fork_generation(),
+            released: false,
         }
     }
 

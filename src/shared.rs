@@ -62,6 +62,13 @@ mod sealed {
 /// assert_eq!(describe(&shm), "20 bytes in 10 element(s)");
 /// # Ok::<(), typed_shm::Error>(())
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot live in shared memory: it is not `ShmSafe`",
+    label = "not `ShmSafe`",
+    note = "share integers, `f32`/`f64`, arrays of them, slices of them, or a `#[repr(C)]` struct with \
+            `#[derive(ShmSafe)]`; store `bool` as `u8` and `char` as `u32`; pointers and references \
+            mean nothing in another process"
+)]
 pub trait ShmData: sealed::Sealed {
     /// The element type: `T` itself, or `E` for `[E]`.
     #[doc(hidden)]
@@ -192,6 +199,13 @@ fn expected<T: ?Sized + ShmData>() -> Expected {
 /// assert_eq!(*peer.lock().unwrap(), 1);
 /// assert_eq!(counter.attach_count(), 2);
 /// # Ok::<(), typed_shm::Error>(())
+/// ```
+///
+/// A type that is not [`ShmSafe`] is refused at compile time (`bool` could be
+/// read back as 2 after another process stored any byte in it):
+///
+/// ```compile_fail
+/// let flag = typed_shm::SharedMemory::<bool>::create("flag", true);
 /// ```
 pub struct SharedMemory<T: ?Sized + ShmData, A: Access = ReadWrite> {
     mutex: ShmMutex,
@@ -971,5 +985,58 @@ impl<E: ShmSafe> Options<[E]> {
         };
         Segment::create(key, &expected::<[E]>(), len, self.settings(), &mut write)
             .map(SharedMemory::from_segment)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Guard;
+    use static_assertions::{assert_impl_all, assert_not_impl_any};
+
+    // Threads of one process share one handle; a guard stays on the thread
+    // that locked (glibc's robust list is per thread).
+    assert_impl_all!(SharedMemory<u64>: Send, Sync);
+    assert_impl_all!(SharedMemory<[u8], ReadOnly>: Send, Sync);
+    assert_not_impl_any!(Guard<'static, u64>: Send);
+    assert_not_impl_any!(Guard<'static, [u8], ReadOnly>: Send);
+    assert_impl_all!(Guard<'static, u64>: Sync);
+    assert_impl_all!(crate::Error: Send, Sync, std::error::Error);
+
+    #[test]
+    fn handles_are_shared_by_threads_that_take_turns() {
+        let key = format!("unit-threads-{}", std::process::id());
+        let shm = SharedMemory::<u64>::create(&key, 0).unwrap();
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..1000 {
+                        *shm.lock().unwrap() += 1;
+                    }
+                });
+            }
+        });
+        assert_eq!(*shm.lock().unwrap(), 4000);
+    }
+
+    #[test]
+    fn a_panic_under_a_write_guard_poisons_but_not_under_a_read_guard() {
+        let key = format!("unit-panic-{}", std::process::id());
+        let shm = SharedMemory::<u64>::create(&key, 0).unwrap();
+        let ro = SharedMemory::<u64, ReadOnly>::attach(&key).unwrap();
+        let _ = std::panic::catch_unwind(|| {
+            let _g = ro.lock().unwrap();
+            panic!("reader panics");
+        });
+        assert!(
+            !shm.is_poisoned(),
+            "a read-only guard cannot have half-written anything"
+        );
+        let _ = std::panic::catch_unwind(|| {
+            let _g = shm.lock().unwrap();
+            panic!("writer panics");
+        });
+        assert!(ro.is_poisoned());
+        assert!(matches!(ro.try_lock(), Err(TryLockError::Poisoned(_))));
     }
 }

@@ -51,6 +51,13 @@ use crate::fingerprint::FingerprintBuilder;
 /// fn needs<T: typed_shm::ShmSafe>() {}
 /// needs::<*const u8>();
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot live in shared memory: it is not `ShmSafe`",
+    label = "not `ShmSafe`",
+    note = "share integers, `f32`/`f64`, arrays of them, or a `#[repr(C)]` struct with \
+            `#[derive(ShmSafe)]`; store `bool` as `u8` and `char` as `u32`; pointers and references \
+            mean nothing in another process"
+)]
 pub unsafe trait ShmSafe: bytemuck::Pod {
     /// The layout fingerprint, built with [`FingerprintBuilder`].
     const FINGERPRINT: u64;
