@@ -7,7 +7,9 @@
 //!
 //! Benchmark ids are `<benchmark>/<subject>`; the subjects are `typed_shm`,
 //! `floor`, `shared_memory+raw_sync`, `std_mutex` and, for `big_copy_*`,
-//! `memcpy` (plain `memcpy` into a shared mapping of the same size, no lock).
+//! `memcpy` (plain `memcpy` into a shared mapping of the same size, no lock),
+//! and for `lifecycle` and `attach_detach`, `floor_protocol` (the floor plus
+//! the system calls of the crash-safe lifetime protocol the design requires).
 
 #[path = "shm/child.rs"]
 mod child;
@@ -19,6 +21,8 @@ mod names;
 mod peer;
 #[path = "shm/pin.rs"]
 mod pin;
+#[path = "shm/protocol.rs"]
+mod protocol;
 #[path = "shm/subject.rs"]
 mod subject;
 #[path = "shm/typed.rs"]
@@ -32,6 +36,7 @@ use criterion::{BenchmarkGroup, Criterion, SamplingMode, Throughput};
 use crate::child::{Role, Subject, Worker};
 use crate::floor::Locked;
 use crate::peer::Peer;
+use crate::protocol::Protocol;
 use crate::subject::{Buffer, COUNTER, Cell, Lock, Memcpy, StdCell, TURNS};
 use crate::typed::{TypedBuf, TypedCell};
 
@@ -42,6 +47,7 @@ const FLOOR: &str = "floor";
 const PEER: &str = "shared_memory+raw_sync";
 const STD: &str = "std_mutex";
 const MEMCPY: &str = "memcpy";
+const PROTOCOL: &str = "floor_protocol";
 
 fn main() {
     if child::run_if_child() {
@@ -330,6 +336,7 @@ fn lifecycle(c: &mut Criterion) {
             &mut |g| one::<TypedCell>(g, TYPED, "lc-t"),
             &mut |g| one::<Locked>(g, FLOOR, "lc-f"),
             &mut |g| one::<Peer>(g, PEER, "lc-p"),
+            &mut |g| one::<Protocol>(g, PROTOCOL, "lc-o"),
         ],
     );
     g.finish();
@@ -351,6 +358,7 @@ fn attach_detach(c: &mut Criterion) {
             &mut |g| one::<TypedCell>(g, TYPED, "ad-t"),
             &mut |g| one::<Locked>(g, FLOOR, "ad-f"),
             &mut |g| one::<Peer>(g, PEER, "ad-p"),
+            &mut |g| one::<Protocol>(g, PROTOCOL, "ad-o"),
         ],
     );
     g.finish();

@@ -31,7 +31,8 @@ unsafe impl Send for Segment {}
 // SAFETY: as above; `&Segment` gives out raw pointers only.
 unsafe impl Sync for Segment {}
 
-fn os_name(name: &str) -> CString {
+/// `/{name}` as a C string.
+pub fn os_name(name: &str) -> CString {
     CString::new(format!("/{name}")).expect("segment names have no NUL")
 }
 
@@ -132,7 +133,9 @@ impl Drop for Segment {
     }
 }
 
-fn map(fd: libc::c_int, len: usize) -> NonNull<u8> {
+/// Maps `len` bytes of `fd` read-write and shared; closes `fd` and panics on
+/// failure.
+pub fn map(fd: libc::c_int, len: usize) -> NonNull<u8> {
     // SAFETY: mmap(2): a NULL hint lets the kernel choose the address; `len`
     // is non-zero (every segment has at least one byte) and `fd` is an open
     // O_RDWR descriptor, which PROT_READ | PROT_WRITE with MAP_SHARED needs.
@@ -154,7 +157,8 @@ fn map(fd: libc::c_int, len: usize) -> NonNull<u8> {
     NonNull::new(p.cast()).expect("mmap does not return NULL on success")
 }
 
-fn close(fd: libc::c_int) {
+/// Closes `fd`, which the caller owns.
+pub fn close(fd: libc::c_int) {
     // SAFETY: close(2): `fd` is an open descriptor owned by the caller and not
     // used after this call.
     unsafe { libc::close(fd) };
