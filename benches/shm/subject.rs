@@ -221,8 +221,9 @@ pub fn pingpong<L: Lock>(l: &L, n: u64, me: u64) {
 }
 
 /// Waits until `ready` holds, then runs `then` under the same lock. Spins
-/// briefly, then yields the CPU, so that a busy machine does not stall the
-/// other side.
+/// (the sides are pinned to different CPUs, so the other side runs while
+/// this one spins); after about 4096 tries (well over 100 µs) it yields the
+/// CPU on every try, so that a side that waits long leaves its CPU to others.
 ///
 /// # Panics
 ///
@@ -239,7 +240,7 @@ fn wait_for<L: Lock>(l: &L, ready: impl Fn(&[u64; 8]) -> bool, then: impl Fn(&mu
         go
     }) {
         tries += 1;
-        if tries < 64 {
+        if tries < 4096 {
             std::hint::spin_loop();
         } else {
             std::thread::yield_now();
