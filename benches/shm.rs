@@ -1,0 +1,365 @@
+//! The benchmark suite: typed-shm against the floor (the same work written
+//! directly against libc) and against its peers (`shared_memory` +
+//! `raw_sync`, and an in-process `std::sync::Mutex`), all in the same run.
+//!
+//! Run it with `cargo bench --bench shm`; `scripts/bench-report` runs it in
+//! a short mode and turns criterion's estimates into a table and a chart.
+//!
+//! Benchmark ids are `<benchmark>/<subject>`; the subjects are `typed_shm`,
+//! `floor`, `shared_memory+raw_sync`, `std_mutex` and, for `big_copy_*`,
+//! `memcpy` (plain `memcpy` into a shared mapping of the same size, no lock),
+//! and for `lifecycle` and `attach_detach`, `floor_protocol` (the floor plus
+//! the system calls of the crash-safe lifetime protocol the design requires).
+
+#[path = "shm/child.rs"]
+mod child;
+#[path = "shm/floor.rs"]
+mod floor;
+#[path = "shm/names.rs"]
+mod names;
+#[path = "shm/peer.rs"]
+mod peer;
+#[path = "shm/pin.rs"]
+mod pin;
+#[path = "shm/protocol.rs"]
+mod protocol;
+#[path = "shm/subject.rs"]
+mod subject;
+#[path = "shm/typed.rs"]
+mod typed;
+
+use std::time::Instant;
+
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, Criterion, SamplingMode, Throughput};
+
+use crate::child::{Role, Subject, Worker};
+use crate::floor::Locked;
+use crate::peer::Peer;
+use crate::protocol::Protocol;
+use crate::subject::{Buffer, COUNTER, Cell, Lock, Memcpy, StdCell, TURNS};
+use crate::typed::{TypedBuf, TypedCell};
+
+type Group<'a> = BenchmarkGroup<'a, WallTime>;
+
+const TYPED: &str = "typed_shm";
+const FLOOR: &str = "floor";
+const PEER: &str = "shared_memory+raw_sync";
+const STD: &str = "std_mutex";
+const MEMCPY: &str = "memcpy";
+const PROTOCOL: &str = "floor_protocol";
+
+fn main() {
+    if child::run_if_child() {
+        return;
+    }
+    let mut c = Criterion::default().configure_from_args();
+    lock_unlock(&mut c);
+    small_write(&mut c);
+    big_copy(&mut c);
+    contended(&mut c);
+    pingpong(&mut c);
+    lifecycle(&mut c);
+    attach_detach(&mut c);
+    c.final_summary();
+    names::check_clean();
+}
+
+/// The environment variable that reverses the order of the subjects in
+/// every group (any value). Noise on a shared machine drifts over seconds;
+/// running a second round in the other order keeps the drift from always
+/// favouring the subject measured first.
+const REVERSE: &str = "TYPED_SHM_BENCH_REVERSE";
+
+/// Runs one benchmark per subject, in order or, with [`REVERSE`] set, in
+/// reverse order.
+fn in_order<'a>(g: &mut Group<'a>, subjects: &mut [&mut dyn FnMut(&mut Group<'a>)]) {
+    if std::env::var_os(REVERSE).is_some() {
+        subjects.reverse();
+    }
+    for subject in subjects {
+        subject(g);
+    }
+}
+
+/// Benchmarks `body` on one lazily created cell that lives for all of the
+/// benchmark's samples.
+fn on_cell<C: Cell>(g: &mut Group, id: &str, code: &str, body: impl Fn(&C)) {
+    let name = names::name(code);
+    let mut cell: Option<C> = None;
+    g.bench_function(id, |b| {
+        let cell = cell.get_or_insert_with(|| C::create(&name));
+        b.iter(|| body(cell));
+    });
+}
+
+fn lock_unlock(c: &mut Criterion) {
+    let mut g = c.benchmark_group("lock_unlock");
+    let m = StdCell::new([0; 8]);
+    in_order(
+        &mut g,
+        &mut [
+            &mut |g| on_cell::<TypedCell>(g, TYPED, "lu-t", |s| s.lock_unlock()),
+            &mut |g| on_cell::<Locked>(g, FLOOR, "lu-f", |s| s.lock_unlock()),
+            &mut |g| on_cell::<Peer>(g, PEER, "lu-p", |s| s.lock_unlock()),
+            &mut |g| {
+                g.bench_function(STD, |b| b.iter(|| m.lock_unlock()));
+            },
+        ],
+    );
+    g.finish();
+}
+
+/// The 64-byte struct `small_write` stores.
+const STRUCT: [u64; 8] = [1, 2, 3, 4, 5, 6, 7, 8];
+
+fn small_write(c: &mut Criterion) {
+    fn store(l: &impl Lock) {
+        let v = std::hint::black_box(STRUCT);
+        l.with(|d| *d = v);
+    }
+    let mut g = c.benchmark_group("small_write");
+    g.throughput(Throughput::Bytes(64));
+    let m = StdCell::new([0; 8]);
+    in_order(
+        &mut g,
+        &mut [
+            &mut |g| on_cell::<TypedCell>(g, TYPED, "sw-t", store),
+            &mut |g| on_cell::<Locked>(g, FLOOR, "sw-f", store),
+            &mut |g| on_cell::<Peer>(g, PEER, "sw-p", store),
+            &mut |g| {
+                g.bench_function(STD, |b| b.iter(|| store(&m)));
+            },
+        ],
+    );
+    g.finish();
+}
+
+fn big_copy(c: &mut Criterion) {
+    for (label, code, len) in [
+        ("4KiB", "b4k", 4 << 10),
+        ("1MiB", "b1m", 1 << 20),
+        ("64MiB", "b64m", 64 << 20),
+    ] {
+        let src: Vec<u8> = (0..len).map(|i: usize| (i % 251) as u8).collect();
+        let mut g = c.benchmark_group(format!("big_copy_{label}"));
+        g.throughput(Throughput::Bytes(len as u64));
+        if len >= 64 << 20 {
+            g.sample_size(10).sampling_mode(SamplingMode::Flat);
+        }
+        in_order(
+            &mut g,
+            &mut [
+                &mut |g| on_buffer::<TypedBuf>(g, TYPED, &format!("{code}-t"), &src),
+                &mut |g| on_buffer::<Locked>(g, FLOOR, &format!("{code}-f"), &src),
+                &mut |g| on_buffer::<Memcpy>(g, MEMCPY, &format!("{code}-m"), &src),
+                &mut |g| on_buffer::<Peer>(g, PEER, &format!("{code}-p"), &src),
+                &mut |g| {
+                    let m = std::sync::Mutex::new(vec![0u8; len]);
+                    g.bench_function(STD, |b| {
+                        b.iter(|| {
+                            m.lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                .copy_from_slice(&src);
+                        });
+                    });
+                },
+            ],
+        );
+        g.finish();
+    }
+}
+
+/// Benchmarks copying `src` into one lazily created buffer of its length.
+fn on_buffer<B: Buffer>(g: &mut Group, id: &str, code: &str, src: &[u8]) {
+    let name = names::name(code);
+    let mut buf: Option<B> = None;
+    g.bench_function(id, |b| {
+        let buf = buf.get_or_insert_with(|| B::create(&name, src.len()));
+        b.iter(|| buf.copy_in(src));
+    });
+}
+
+/// Benchmarks a two-process run: `side` does this side's `n` iterations
+/// while the child does its own, and returns only when both are done (it
+/// waits for the other side through the shared data); `check` verifies the
+/// result afterwards. The clock starts when the child signals that it runs
+/// (through the shared data, not the pipe), so neither process start-up nor
+/// wake-up latency is measured.
+fn two_processes<C: Cell>(
+    g: &mut Group,
+    id: &str,
+    code: &str,
+    role: Role,
+    subject: Subject,
+    side: impl Fn(&C, u64),
+    check: impl Fn(&C, u64),
+) {
+    let name = names::name(code);
+    // The worker comes first, so it is dropped (detached) before the cell;
+    // the pin last, so this thread runs anywhere again afterwards.
+    let mut state: Option<(Worker, C, Option<pin::Pinned>)> = None;
+    let mut runs = 0;
+    g.bench_function(id, |b| {
+        let (worker, cell, _) = state.get_or_insert_with(|| {
+            let cell = C::create(&name);
+            let cpus = pin::two_cpus();
+            let worker = Worker::spawn(role, subject, &name, cpus.map(|c| c.1));
+            (worker, cell, cpus.map(|c| pin::pin(c.0)))
+        });
+        b.iter_custom(|n| {
+            worker.start(n);
+            runs += 1;
+            subject::await_start(cell, runs);
+            let t = Instant::now();
+            side(cell, n);
+            let elapsed = t.elapsed();
+            worker.finish();
+            check(cell, n);
+            elapsed
+        });
+    });
+}
+
+/// Runs `side` in this thread and `other` in a second thread: the in-process
+/// reference for the two-process benchmarks.
+fn two_threads(
+    g: &mut Group,
+    side: impl Fn(&StdCell, u64) + Sync,
+    other: impl Fn(&StdCell, u64) + Sync,
+    check: impl Fn(&StdCell, u64),
+) {
+    let m = StdCell::new([0; 8]);
+    let cpus = pin::two_cpus();
+    let _pinned = cpus.map(|c| pin::pin(c.0));
+    let mut runs = 0;
+    g.bench_function(STD, |b| {
+        b.iter_custom(|n| {
+            runs += 1;
+            let elapsed = std::thread::scope(|s| {
+                s.spawn(|| {
+                    let _pinned = cpus.map(|c| pin::pin(c.1));
+                    subject::signal_start(&m);
+                    other(&m, n);
+                });
+                subject::await_start(&m, runs);
+                let t = Instant::now();
+                side(&m, n);
+                t.elapsed()
+            });
+            check(&m, n);
+            elapsed
+        });
+    });
+}
+
+fn contended(c: &mut Criterion) {
+    fn side(l: &impl Lock, n: u64) {
+        subject::increment_both(l, n);
+    }
+    fn check(l: &impl Lock, n: u64) {
+        // Both sides are done: the counter, zero after the previous check,
+        // is exactly 2n.
+        let total = l.with(|d| std::mem::take(&mut d[COUNTER]));
+        assert_eq!(total, 2 * n, "lost or extra increments");
+    }
+    let mut g = c.benchmark_group("contended");
+    in_order(
+        &mut g,
+        &mut [
+            &mut |g| {
+                let s = Subject::Typed;
+                two_processes::<TypedCell>(g, TYPED, "ct-t", Role::Contended, s, side, check);
+            },
+            &mut |g| {
+                let s = Subject::Floor;
+                two_processes::<Locked>(g, FLOOR, "ct-f", Role::Contended, s, side, check);
+            },
+            &mut |g| {
+                let s = Subject::Peer;
+                two_processes::<Peer>(g, PEER, "ct-p", Role::Contended, s, side, check);
+            },
+            &mut |g| two_threads(g, side, subject::increment, check),
+        ],
+    );
+    g.finish();
+}
+
+fn pingpong(c: &mut Criterion) {
+    fn side(l: &impl Lock, n: u64) {
+        subject::pingpong(l, n, 0);
+    }
+    fn check(l: &impl Lock, n: u64) {
+        let turns = l.with(|d| std::mem::take(&mut d[TURNS]));
+        assert_eq!(turns, n, "the other side took a wrong number of turns");
+    }
+    let mut g = c.benchmark_group("pingpong");
+    in_order(
+        &mut g,
+        &mut [
+            &mut |g| {
+                let s = Subject::Typed;
+                two_processes::<TypedCell>(g, TYPED, "pp-t", Role::Pingpong, s, side, check);
+            },
+            &mut |g| {
+                let s = Subject::Floor;
+                two_processes::<Locked>(g, FLOOR, "pp-f", Role::Pingpong, s, side, check);
+            },
+            &mut |g| {
+                let s = Subject::Peer;
+                two_processes::<Peer>(g, PEER, "pp-p", Role::Pingpong, s, side, check);
+            },
+            &mut |g| two_threads(g, side, |m, n| subject::pingpong(m, n, 1), check),
+        ],
+    );
+    g.finish();
+}
+
+fn lifecycle(c: &mut Criterion) {
+    fn one<C: Cell>(g: &mut Group, id: &str, code: &str) {
+        let name = names::name(code);
+        g.bench_function(id, |b| {
+            b.iter(|| {
+                // `create` fails if the previous iteration left the object.
+                let first = C::create(&name);
+                let second = C::attach(&name);
+                drop(second);
+                drop(first);
+            });
+        });
+        names::assert_gone(&name);
+    }
+    let mut g = c.benchmark_group("lifecycle");
+    in_order(
+        &mut g,
+        &mut [
+            &mut |g| one::<TypedCell>(g, TYPED, "lc-t"),
+            &mut |g| one::<Locked>(g, FLOOR, "lc-f"),
+            &mut |g| one::<Peer>(g, PEER, "lc-p"),
+            &mut |g| one::<Protocol>(g, PROTOCOL, "lc-o"),
+        ],
+    );
+    g.finish();
+}
+
+fn attach_detach(c: &mut Criterion) {
+    fn one<C: Cell>(g: &mut Group, id: &str, code: &str) {
+        let name = names::name(code);
+        let mut owner: Option<C> = None;
+        g.bench_function(id, |b| {
+            owner.get_or_insert_with(|| C::create(&name));
+            b.iter(|| drop(C::attach(&name)));
+        });
+    }
+    let mut g = c.benchmark_group("attach_detach");
+    in_order(
+        &mut g,
+        &mut [
+            &mut |g| one::<TypedCell>(g, TYPED, "ad-t"),
+            &mut |g| one::<Locked>(g, FLOOR, "ad-f"),
+            &mut |g| one::<Peer>(g, PEER, "ad-p"),
+            &mut |g| one::<Protocol>(g, PROTOCOL, "ad-o"),
+        ],
+    );
+    g.finish();
+}

@@ -1,0 +1,240 @@
+//! The second process of the cross-process benchmarks.
+//!
+//! The bench binary re-executes itself (`std::env::current_exe()`, never
+//! `fork`) with [`ENV`] naming the role, the subject and the object. The
+//! child attaches, says `ready`, then serves commands on stdin: a number `n`
+//! runs `n` iterations of its side of the work and answers `done`; end of
+//! input detaches and exits. Every wait on either side has a timeout, the
+//! child dies with its parent (`PR_SET_PDEATHSIG`) and exits on its own
+//! after a long silence, so a bug fails the run instead of hanging it.
+#![allow(unsafe_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant};
+
+use crate::floor::Locked;
+use crate::peer::Peer;
+use crate::pin;
+use crate::subject::{self, Cell};
+use crate::typed::TypedCell;
+
+/// The environment variable that makes the bench binary a child.
+pub const ENV: &str = "TYPED_SHM_BENCH_CHILD";
+
+/// How long the parent waits for one answer of the child.
+const ANSWER: Duration = Duration::from_secs(60);
+/// How long a child lives without a command before it gives up.
+const IDLE: Duration = Duration::from_secs(120);
+
+/// The work the child does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// `n` increments of the shared counter.
+    Contended,
+    /// `n` turns of side 1 of the ping-pong.
+    Pingpong,
+}
+
+/// The subject the child attaches with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Subject {
+    /// typed-shm.
+    Typed,
+    /// The libc floor.
+    Floor,
+    /// shared_memory + raw_sync.
+    Peer,
+}
+
+impl Role {
+    fn as_str(self) -> &'static str {
+        match self {
+            Role::Contended => "contended",
+            Role::Pingpong => "pingpong",
+        }
+    }
+}
+
+impl Subject {
+    fn as_str(self) -> &'static str {
+        match self {
+            Subject::Typed => "typed",
+            Subject::Floor => "floor",
+            Subject::Peer => "peer",
+        }
+    }
+}
+
+/// The parent's end of a child process.
+pub struct Worker {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+}
+
+impl Worker {
+    /// Starts the child, pinned to `cpu` if given, and waits until it has
+    /// attached to `name`.
+    ///
+    /// # Panics
+    ///
+    /// If the child cannot be started or does not attach in time.
+    pub fn spawn(role: Role, subject: Subject, name: &str, cpu: Option<usize>) -> Worker {
+        let exe = std::env::current_exe().expect("current_exe");
+        let cpu = cpu.map_or_else(|| "-".to_owned(), |c| c.to_string());
+        let mut child = Command::new(exe)
+            .env(
+                ENV,
+                format!("{} {} {name} {cpu}", role.as_str(), subject.as_str()),
+            )
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn the child process");
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut w = Worker { child, stdin, lines };
+        w.expect("ready");
+        w
+    }
+
+    /// Tells the child to run `n` iterations; returns at once.
+    pub fn start(&mut self, n: u64) {
+        let stdin = self.stdin.as_mut().expect("child stdin open");
+        writeln!(stdin, "{n}").expect("write to the child");
+        stdin.flush().expect("flush to the child");
+    }
+
+    /// Waits until the child has finished its `n` iterations.
+    pub fn finish(&mut self) {
+        self.expect("done");
+    }
+
+    fn expect(&mut self, what: &str) {
+        match self.lines.recv_timeout(ANSWER) {
+            Ok(line) if line == what => {}
+            Ok(line) => panic!("child said {line:?}, expected {what:?}"),
+            Err(e) => {
+                let _ = self.child.kill();
+                panic!("child did not say {what:?} within {ANSWER:?}: {e}");
+            }
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        // End of input: the child detaches and exits.
+        drop(self.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => {
+                    if !status.success() && !std::thread::panicking() {
+                        panic!("child exited with {status}");
+                    }
+                    return;
+                }
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                _ => {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    if !std::thread::panicking() {
+                        panic!("child did not exit within 10 s of end of input; killed");
+                    }
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// If this process is a child, runs it and returns `true`.
+pub fn run_if_child() -> bool {
+    let Ok(spec) = std::env::var(ENV) else {
+        return false;
+    };
+    die_with_parent();
+    let mut parts = spec.split(' ');
+    let (Some(role), Some(subject), Some(name), Some(cpu), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        panic!("bad {ENV}: {spec:?}");
+    };
+    if cpu != "-" {
+        // Pinned for the life of the process.
+        std::mem::forget(pin::pin(cpu.parse().expect("a CPU number")));
+    }
+    let role = match role {
+        "contended" => Role::Contended,
+        "pingpong" => Role::Pingpong,
+        _ => panic!("bad role {role:?}"),
+    };
+    match subject {
+        "typed" => serve(role, TypedCell::attach(name)),
+        "floor" => serve(role, Locked::attach(name)),
+        "peer" => serve(role, Peer::attach(name)),
+        _ => panic!("bad subject {subject:?}"),
+    }
+    true
+}
+
+/// Seconds since `START` at the last sign of life of the parent.
+static LAST_SEEN: AtomicU64 = AtomicU64::new(0);
+
+fn serve<C: Cell>(role: Role, cell: C) {
+    let start = Instant::now();
+    std::thread::spawn(move || {
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+            let idle = start.elapsed().as_secs() - LAST_SEEN.load(Ordering::Relaxed);
+            if idle > IDLE.as_secs() {
+                eprintln!("bench child: no command for {idle} s, exiting");
+                std::process::exit(3);
+            }
+        }
+    });
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "ready").and_then(|()| out.flush()).expect("stdout");
+    for line in std::io::stdin().lock().lines() {
+        let line = line.expect("read stdin");
+        let n: u64 = line.trim().parse().expect("a number of iterations");
+        LAST_SEEN.store(start.elapsed().as_secs(), Ordering::Relaxed);
+        subject::signal_start(&cell);
+        match role {
+            Role::Contended => subject::increment(&cell, n),
+            Role::Pingpong => subject::pingpong(&cell, n, 1),
+        }
+        LAST_SEEN.store(start.elapsed().as_secs(), Ordering::Relaxed);
+        writeln!(out, "done").and_then(|()| out.flush()).expect("stdout");
+    }
+    drop(cell);
+}
+
+fn die_with_parent() {
+    let signal = libc::c_ulong::try_from(libc::SIGKILL).expect("signal numbers are positive");
+    // SAFETY: prctl(2) PR_SET_PDEATHSIG reads its second argument as an
+    // `unsigned long` signal number (passed as one here) and takes no
+    // pointers; SIGKILL is a valid signal.
+    let rc = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, signal) };
+    assert_eq!(rc, 0, "prctl(PR_SET_PDEATHSIG)");
+}

@@ -1,0 +1,253 @@
+//! What every benchmark subject offers, so that one generic loop measures the
+//! same work on each of them. Everything is monomorphized and inlined: the
+//! trait adds no indirection to what is measured.
+
+use std::time::{Duration, Instant};
+
+use crate::floor::{Locked, Segment};
+use crate::peer::Peer;
+use crate::typed::{TypedBuf, TypedCell};
+
+/// A lock around a `[u64; 8]` (64 bytes).
+pub trait Lock {
+    /// Runs `f` with the lock held.
+    fn with<R>(&self, f: impl FnOnce(&mut [u64; 8]) -> R) -> R;
+    /// Locks and unlocks, nothing else.
+    fn lock_unlock(&self);
+}
+
+/// A lock-protected `[u64; 8]` that processes share by name.
+pub trait Cell: Lock + Sized {
+    /// Creates the object, data zeroed.
+    fn create(name: &str) -> Self;
+    /// Attaches to an object another handle created.
+    fn attach(name: &str) -> Self;
+}
+
+/// A lock-protected byte buffer that processes share by name.
+pub trait Buffer: Sized {
+    /// Creates the object with `len` zeroed bytes.
+    fn create(name: &str, len: usize) -> Self;
+    /// Locks, copies `src` (as long as the buffer) in, unlocks.
+    fn copy_in(&self, src: &[u8]);
+}
+
+impl Lock for TypedCell {
+    #[inline]
+    fn with<R>(&self, f: impl FnOnce(&mut [u64; 8]) -> R) -> R {
+        TypedCell::with(self, f)
+    }
+    #[inline]
+    fn lock_unlock(&self) {
+        TypedCell::lock_unlock(self)
+    }
+}
+
+impl Cell for TypedCell {
+    fn create(name: &str) -> Self {
+        TypedCell::create(name)
+    }
+    fn attach(name: &str) -> Self {
+        TypedCell::attach(name)
+    }
+}
+
+impl Lock for Locked {
+    #[inline]
+    fn with<R>(&self, f: impl FnOnce(&mut [u64; 8]) -> R) -> R {
+        self.with_cell(f)
+    }
+    #[inline]
+    fn lock_unlock(&self) {
+        Locked::lock_unlock(self)
+    }
+}
+
+impl Cell for Locked {
+    fn create(name: &str) -> Self {
+        Locked::create(name, 64)
+    }
+    fn attach(name: &str) -> Self {
+        Locked::attach(name)
+    }
+}
+
+impl Lock for Peer {
+    #[inline]
+    fn with<R>(&self, f: impl FnOnce(&mut [u64; 8]) -> R) -> R {
+        self.with_cell(f)
+    }
+    #[inline]
+    fn lock_unlock(&self) {
+        Peer::lock_unlock(self)
+    }
+}
+
+impl Cell for Peer {
+    fn create(name: &str) -> Self {
+        Peer::create(name, 64)
+    }
+    fn attach(name: &str) -> Self {
+        Peer::attach(name)
+    }
+}
+
+impl Buffer for TypedBuf {
+    fn create(name: &str, len: usize) -> Self {
+        TypedBuf::create(name, len)
+    }
+    #[inline]
+    fn copy_in(&self, src: &[u8]) {
+        TypedBuf::copy_in(self, src)
+    }
+}
+
+impl Buffer for Locked {
+    fn create(name: &str, len: usize) -> Self {
+        Locked::create(name, len)
+    }
+    #[inline]
+    fn copy_in(&self, src: &[u8]) {
+        self.with_bytes(|d| d.copy_from_slice(src))
+    }
+}
+
+impl Buffer for Peer {
+    fn create(name: &str, len: usize) -> Self {
+        Peer::create(name, len)
+    }
+    #[inline]
+    fn copy_in(&self, src: &[u8]) {
+        self.with_bytes(|d| d.copy_from_slice(src))
+    }
+}
+
+/// Plain `memcpy` into a shared mapping of the same size, no lock: the
+/// bandwidth a locked copy is compared with.
+pub struct Memcpy(Segment);
+
+impl Buffer for Memcpy {
+    fn create(name: &str, len: usize) -> Self {
+        Memcpy(Segment::create(name, len))
+    }
+    #[inline]
+    fn copy_in(&self, src: &[u8]) {
+        assert_eq!(src.len(), self.0.len());
+        crate::floor::copy_into(&self.0, src);
+    }
+}
+
+/// A `std::sync::Mutex` in this process: the in-process reference.
+pub type StdCell = std::sync::Mutex<[u64; 8]>;
+
+impl Lock for StdCell {
+    #[inline]
+    fn with<R>(&self, f: impl FnOnce(&mut [u64; 8]) -> R) -> R {
+        let mut g = self.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut g)
+    }
+    #[inline]
+    fn lock_unlock(&self) {
+        drop(self.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+    }
+}
+
+/// Index of the counter that `contended` increments.
+pub const COUNTER: usize = 0;
+/// Index of the turn flag of `pingpong`.
+pub const TURN: usize = 1;
+/// Index of the number of turns the second side took in `pingpong`.
+pub const TURNS: usize = 2;
+/// Index of the number of runs the second side has started.
+pub const STARTED: usize = 3;
+
+/// How long a side may wait for the other before the run is declared hung.
+const HUNG: Duration = Duration::from_secs(30);
+
+/// The second side's start signal: it counts its runs in [`STARTED`], so
+/// the first side can start its clock when both sides run, not when the
+/// scheduler gets around to waking the second one.
+pub fn signal_start<L: Lock>(l: &L) {
+    l.with(|d| d[STARTED] += 1);
+}
+
+/// The first side waits for the second side's `run`th start signal.
+pub fn await_start<L: Lock>(l: &L, run: u64) {
+    wait_for(l, |d| d[STARTED] >= run, |_| ());
+}
+
+/// `n` increments of the shared counter, each under the lock.
+#[inline(never)]
+pub fn increment<L: Lock>(l: &L, n: u64) {
+    for _ in 0..n {
+        l.with(|d| d[COUNTER] += 1);
+    }
+}
+
+/// Side 0 of `contended`: `n` increments, then wait until the other side's
+/// `n` are in too (the counter starts at 0 for every run).
+#[inline(never)]
+pub fn increment_both<L: Lock>(l: &L, n: u64) {
+    increment(l, n);
+    wait_for(l, |d| d[COUNTER] >= 2 * n, |_| ());
+}
+
+/// `n` turns of side `me` (0 or 1) of the ping-pong: wait for the turn flag
+/// to equal `me`, hand the turn to the other side (side 1 also counts its
+/// turns), all under the lock. Side 0 then waits until side 1 has taken its
+/// last turn, so `n` round trips are complete when it returns.
+///
+/// # Panics
+///
+/// If a turn does not come within 30 s (the other side died).
+#[inline(never)]
+pub fn pingpong<L: Lock>(l: &L, n: u64, me: u64) {
+    let next = 1 - me;
+    for _ in 0..n {
+        wait_for(
+            l,
+            |d| d[TURN] == me,
+            |d| {
+                d[TURN] = next;
+                if me == 1 {
+                    d[TURNS] += 1;
+                }
+            },
+        );
+    }
+    if me == 0 {
+        wait_for(l, |d| d[TURN] == 0, |_| ());
+    }
+}
+
+/// Waits until `ready` holds, then runs `then` under the same lock. Spins
+/// (the sides are pinned to different CPUs, so the other side runs while
+/// this one spins); after about 4096 tries (well over 100 µs) it yields the
+/// CPU on every try, so that a side that waits long leaves its CPU to others.
+///
+/// # Panics
+///
+/// If `ready` does not hold within 30 s (the other side died).
+#[inline]
+fn wait_for<L: Lock>(l: &L, ready: impl Fn(&[u64; 8]) -> bool, then: impl Fn(&mut [u64; 8])) {
+    let mut tries = 0u32;
+    let mut since: Option<Instant> = None;
+    while !l.with(|d| {
+        let go = ready(d);
+        if go {
+            then(d);
+        }
+        go
+    }) {
+        tries += 1;
+        if tries < 4096 {
+            std::hint::spin_loop();
+        } else {
+            std::thread::yield_now();
+            if tries % 1024 == 0 {
+                let start = *since.get_or_insert_with(Instant::now);
+                assert!(start.elapsed() < HUNG, "the other side did not move in {HUNG:?}");
+            }
+        }
+    }
+}
