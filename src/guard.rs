@@ -62,6 +62,7 @@ impl<'a, T: ?Sized + ShmData, A: Access> Guard<'a, T, A> {
     /// # Safety
     ///
     /// The calling thread must have just acquired `shm`'s lock.
+    #[inline]
     pub(crate) unsafe fn new(shm: &'a SharedMemory<T, A>) -> Self {
         Guard {
             shm,
@@ -74,6 +75,7 @@ impl<'a, T: ?Sized + ShmData, A: Access> Guard<'a, T, A> {
 impl<T: ?Sized + ShmData, A: Access> Deref for Guard<'_, T, A> {
     type Target = T;
 
+    #[inline]
     fn deref(&self) -> &T {
         // SAFETY: the pointer is valid for the handle's lifetime, which
         // outlives the guard: it points into a live mapping of the validated
@@ -86,6 +88,7 @@ impl<T: ?Sized + ShmData, A: Access> Deref for Guard<'_, T, A> {
 }
 
 impl<T: ?Sized + ShmData> DerefMut for Guard<'_, T, ReadWrite> {
+    #[inline]
     fn deref_mut(&mut self) -> &mut T {
         // SAFETY: as in `deref`; in addition the mapping is writable (a
         // `ReadWrite` handle maps the data PROT_READ | PROT_WRITE) and the
@@ -95,6 +98,7 @@ impl<T: ?Sized + ShmData> DerefMut for Guard<'_, T, ReadWrite> {
 }
 
 impl<T: ?Sized + ShmData, A: Access> Drop for Guard<'_, T, A> {
+    #[inline]
     fn drop(&mut self) {
         let poison = self.poison_on_panic && std::thread::panicking();
         // SAFETY: a guard exists only while its thread holds the lock (`new`'s

@@ -24,8 +24,13 @@
 //! | 356 | `poisoned: u32` (atomic) | non-zero after a holder died or panicked |
 //! | 360 | `attach_count: u32` (atomic) | handles that attached and have not detached (advisory: killed processes never decrement it) |
 //! | 364 | reserved | zero |
-//! | 384 | `mutex: [u8; 64]` | the robust `pthread_mutex_t` |
+//! | 384 | `mutex: [u8; 48]` | the robust `pthread_mutex_t` |
+//! | 432 | `holder_process: u64` | while locked: a random number naming the holder's process (0 when free) |
+//! | 440 | `holder_thread: u64` | while locked: the holder's thread within its process |
 //! | 448 | reserved | zero, up to 512 |
+//!
+//! The mutex and the holder fields share one 64-byte cache line: taking the
+//! lock writes both, so they travel between cores together.
 
 use std::mem::{align_of, offset_of, size_of};
 
@@ -78,7 +83,9 @@ pub(crate) struct Header {
     pub poisoned: u32,
     pub attach_count: u32,
     pub reserved0: [u32; 5],
-    pub mutex: [u64; 8],
+    pub mutex: [u64; 6],
+    pub holder_process: u64,
+    pub holder_thread: u64,
     pub reserved1: [u64; 8],
 }
 
@@ -100,14 +107,16 @@ const_assert_eq!(offset_of!(Header, state), 352);
 const_assert_eq!(offset_of!(Header, poisoned), 356);
 const_assert_eq!(offset_of!(Header, attach_count), 360);
 const_assert_eq!(offset_of!(Header, mutex), 384);
+const_assert_eq!(offset_of!(Header, holder_process), 432);
+const_assert_eq!(offset_of!(Header, holder_thread), 440);
 // The mutex must fit its slot and be aligned by it.
-const_assert!(sys::MUTEX_SIZE <= 64);
+const_assert!(sys::MUTEX_SIZE <= 48);
 const_assert!(sys::MUTEX_ALIGN <= 8);
 const_assert!(HEADER_SIZE <= 4096);
 
 // SAFETY: `Header` is `#[repr(C)]` and made only of integers and integer
 // arrays; the assertions above pin every offset, and the field sizes add up to
-// exactly HEADER_SIZE (8+4+4+24+6*8+4+4+256+3*4+20+64+64 = 512), so it has no
+// exactly HEADER_SIZE (8+4+4+24+6*8+4+4+256+3*4+20+48+8+8+64 = 512), so it has no
 // padding. The all-zero bit pattern is valid for integers.
 #[allow(unsafe_code)]
 unsafe impl bytemuck::Zeroable for Header {}

@@ -27,7 +27,7 @@
 use std::ffi::CString;
 use std::mem::offset_of;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use memmap2::{MmapOptions, MmapRaw};
@@ -37,6 +37,7 @@ use crate::header::{
     self, Expected, HEADER_SIZE, Header, MAGIC, STATE_DESTROYED, STATE_INIT, STATE_READY, Validated,
 };
 use crate::key;
+use crate::sync::LockWords;
 use crate::sys::{self, OfdLock, Stat};
 
 /// How often `create` retries after reclaiming a stale object or losing a race.
@@ -120,11 +121,25 @@ fn copy_header(ptr: *const u8) -> [u8; HEADER_SIZE] {
 /// `base` must be the start of a live header mapping (at least HEADER_SIZE
 /// bytes, page aligned) that outlives `'a`, `offset` a multiple of 4 below
 /// HEADER_SIZE, and the field only ever accessed atomically.
+#[inline]
 unsafe fn header_atomic<'a>(base: *mut u8, offset: usize) -> &'a AtomicU32 {
     // SAFETY: AtomicU32::from_ptr requires a pointer aligned to 4, valid for
     // reads and writes for 'a, and only accessed atomically while in use: all
     // guaranteed by this function's contract.
     unsafe { AtomicU32::from_ptr(base.wrapping_add(offset).cast::<u32>()) }
+}
+
+/// The atomic `u64` at `offset` in a header mapping.
+///
+/// # Safety
+///
+/// As for [`header_atomic`], with `offset` a multiple of 8.
+#[inline]
+unsafe fn header_atomic_u64<'a>(base: *mut u8, offset: usize) -> &'a AtomicU64 {
+    // SAFETY: AtomicU64::from_ptr requires a pointer aligned to 8, valid for
+    // reads and writes for 'a, and only accessed atomically while in use: all
+    // guaranteed by this function's contract.
+    unsafe { AtomicU64::from_ptr(base.wrapping_add(offset).cast::<u64>()) }
 }
 
 fn map_header(fd: &OwnedFd, key: &str) -> Result<MmapRaw, Error> {
@@ -543,15 +558,11 @@ impl Segment {
         &self.key
     }
 
-    /// Device and inode of the object: the same for every handle to it.
-    pub(crate) fn identity(&self) -> (u64, u64) {
-        (self.stat.dev, self.stat.ino)
-    }
-
     pub(crate) fn native_key(&self) -> &str {
         &self.native
     }
 
+    #[inline]
     pub(crate) fn data_ptr(&self) -> *mut u8 {
         self.data
     }
@@ -573,11 +584,25 @@ impl Segment {
         self.header.wrapping_add(offset_of!(Header, mutex)).cast()
     }
 
+    #[inline]
     pub(crate) fn poisoned(&self) -> &AtomicU32 {
         // SAFETY: `self.header` starts the header mapping, which lives as long
         // as `self` (it is only unmapped in drop, or never); offset 356 is
         // 4-aligned; every process accesses `poisoned` only atomically.
         unsafe { header_atomic(self.header, offset_of!(Header, poisoned)) }
+    }
+
+    /// The header words that go with the lock.
+    #[inline]
+    pub(crate) fn lock_words(&self) -> LockWords<'_> {
+        LockWords {
+            poisoned: self.poisoned(),
+            // SAFETY: as in `poisoned`, for the 8-aligned offsets 432 and 440
+            // (the mapping is page aligned).
+            holder_process: unsafe { header_atomic_u64(self.header, offset_of!(Header, holder_process)) },
+            // SAFETY: as above.
+            holder_thread: unsafe { header_atomic_u64(self.header, offset_of!(Header, holder_thread)) },
+        }
     }
 
     fn state(&self) -> &AtomicU32 {
@@ -604,8 +629,9 @@ impl Segment {
     }
 
     /// Whether this handle was made in this process (not inherited by `fork`).
+    #[inline]
     pub(crate) fn is_inherited(&self) -> bool {
-        self.fork_generation != sys::fork_generation()
+        self.fork_generation != sys::fork_generation_now()
     }
 
     /// Ends this attachment like [`release`](Self::release) but never

@@ -235,13 +235,14 @@ impl<T: ?Sized + ShmData, A: Access> SharedMemory<T, A> {
         let raw = unsafe { RawMutex::from_ptr(segment.mutex_ptr()) };
         let data = T::from_raw_parts(segment.data_ptr().cast(), segment.elem_count());
         SharedMemory {
-            mutex: ShmMutex::new(raw, segment.identity()),
+            mutex: ShmMutex::new(raw),
             data: NonNull::new(data).expect("a mapping is never at address 0"),
             segment,
             _access: PhantomData,
         }
     }
 
+    #[inline]
     pub(crate) fn data_ptr(&self) -> *mut T {
         self.data.as_ptr()
     }
@@ -251,18 +252,24 @@ impl<T: ?Sized + ShmData, A: Access> SharedMemory<T, A> {
     /// # Safety
     ///
     /// The calling thread must hold this handle's lock.
+    #[inline]
     pub(crate) unsafe fn unlock(&self, poison: bool) {
         // SAFETY: forwarded from this fn's contract.
-        unsafe { self.mutex.unlock(poison, self.segment.poisoned()) };
+        unsafe { self.mutex.unlock(poison, &self.segment.lock_words()) };
     }
 
+    #[inline]
     fn check_not_inherited(&self) {
-        if self.segment.is_inherited() {
+        #[cold]
+        #[inline(never)]
+        fn inherited(key: &str) -> ! {
             panic!(
-                "typed-shm: the handle to segment {:?} was inherited across fork(); a child \
-                 process must attach to the segment itself",
-                self.segment.key()
+                "typed-shm: the handle to segment {key:?} was inherited across fork(); a child \
+                 process must attach to the segment itself"
             );
+        }
+        if self.segment.is_inherited() {
+            inherited(self.segment.key());
         }
     }
 
@@ -408,15 +415,17 @@ impl<T: ?Sized + ShmData, A: Access> SharedMemory<T, A> {
     /// # assert_eq!(*shm.lock().unwrap(), 10);
     /// # Ok::<(), typed_shm::Error>(())
     /// ```
+    #[inline]
     pub fn lock(&self) -> LockResult<Guard<'_, T, A>> {
         self.check_not_inherited();
-        let outcome = self.mutex.lock(self.segment.poisoned());
+        let outcome = self.mutex.lock(&self.segment.lock_words());
         self.guard(outcome).map_err(|e| match e {
             TryLockError::Poisoned(p) => p,
             _ => unreachable!("a blocking lock returns only when it holds the lock"),
         })
     }
 
+    #[inline]
     fn guard(&self, outcome: Outcome) -> TryLockResult<Guard<'_, T, A>> {
         match outcome {
             // SAFETY: the outcome says this thread now holds the lock.
@@ -455,9 +464,10 @@ impl<T: ?Sized + ShmData, A: Access> SharedMemory<T, A> {
     /// }
     /// # Ok::<(), typed_shm::Error>(())
     /// ```
+    #[inline]
     pub fn try_lock(&self) -> TryLockResult<Guard<'_, T, A>> {
         self.check_not_inherited();
-        self.guard(self.mutex.try_lock(self.segment.poisoned()))
+        self.guard(self.mutex.try_lock(&self.segment.lock_words()))
     }
 
     /// Locks the segment, waiting at most `timeout` (measured on the monotonic
@@ -486,7 +496,7 @@ impl<T: ?Sized + ShmData, A: Access> SharedMemory<T, A> {
     /// ```
     pub fn lock_timeout(&self, timeout: Duration) -> TryLockResult<Guard<'_, T, A>> {
         self.check_not_inherited();
-        self.guard(self.mutex.lock_timeout(timeout, self.segment.poisoned()))
+        self.guard(self.mutex.lock_timeout(timeout, &self.segment.lock_words()))
     }
 
     /// Whether the lock is poisoned: a holder died or panicked, and nobody has

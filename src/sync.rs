@@ -8,49 +8,42 @@
 //!
 //! Relocking: a thread that locks a segment it already holds would deadlock.
 //! The mutex cannot tell (its owner's thread id is ambiguous when processes
-//! in different PID namespaces share it), so each thread keeps the segments
-//! it holds, and a relock panics (`lock`, `lock_timeout`) or reports
-//! `WouldBlock` (`try_lock`).
+//! in different PID namespaces share it), so the holder writes its identity —
+//! a random number for its process and a number for its thread
+//! ([`sys::lock_identity`]) — into the header next to the mutex, and clears it
+//! before unlocking. A thread that finds its own identity there already holds
+//! the lock: `lock` and `lock_timeout` panic, `try_lock` reports
+//! `WouldBlock`. The check costs two loads from the cache line the lock
+//! writes anyway, and works across handles of the same segment.
 
-use std::cell::RefCell;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::sys::{self, Acquired, Owner, RawMutex};
 
-/// A segment's identity: the device and inode of its object.
-pub(crate) type SegmentId = (u64, u64);
-
-thread_local! {
-    /// The segments whose lock this thread holds, with the fork generation
-    /// they were taken in (a forked process holds none of its parent's).
-    static HELD: RefCell<(u64, Vec<SegmentId>)> = const { RefCell::new((0, Vec::new())) };
-}
-
-/// Runs `f` on this thread's list of held segments, emptied first if it was
-/// made before a `fork`. While the thread's locals are being destroyed (a
-/// guard kept in another thread-local), the list is gone: `R::default()`.
-fn with_held<R: Default>(f: impl FnOnce(&mut Vec<SegmentId>) -> R) -> R {
-    HELD.try_with(|h| {
-        let mut h = h.borrow_mut();
-        let generation = sys::fork_generation();
-        if h.0 != generation {
-            *h = (generation, Vec::new());
-        }
-        f(&mut h.1)
-    })
-    .unwrap_or_default()
-}
-
-fn held_by_this_thread(id: SegmentId) -> bool {
-    with_held(|h| h.contains(&id))
-}
-
+#[cold]
+#[inline(never)]
 fn relock_panic() -> ! {
     panic!(
         "typed-shm: this thread already holds the lock of this segment \
          (a guard is still alive or was forgotten): locking it again would deadlock"
     )
+}
+
+/// The header words that go with the mutex.
+pub(crate) struct LockWords<'a> {
+    pub poisoned: &'a AtomicU32,
+    pub holder_process: &'a AtomicU64,
+    pub holder_thread: &'a AtomicU64,
+}
+
+impl LockWords<'_> {
+    #[inline]
+    fn held_by_this_thread(&self) -> bool {
+        let (process, thread) = sys::lock_identity();
+        self.holder_thread.load(Ordering::Relaxed) == thread
+            && self.holder_process.load(Ordering::Relaxed) == process
+    }
 }
 
 /// How an acquisition ended.
@@ -66,11 +59,10 @@ pub(crate) enum Outcome {
     TimedOut,
 }
 
-/// The lock of one handle. The `poisoned` flag lives in the header; the
-/// caller passes it in (the header mapping is owned by the segment).
+/// The lock of one handle. The words it works on live in the header; the
+/// caller passes them in (the header mapping is owned by the segment).
 pub(crate) struct ShmMutex {
     raw: RawMutex,
-    id: SegmentId,
     /// Whether a thread of this process holds the lock through this handle
     /// (set after acquiring, cleared before releasing). A handle whose lock is
     /// still held when it is dropped (a forgotten guard) must never unmap it.
@@ -78,57 +70,57 @@ pub(crate) struct ShmMutex {
 }
 
 impl ShmMutex {
-    pub(crate) fn new(raw: RawMutex, id: SegmentId) -> Self {
+    pub(crate) fn new(raw: RawMutex) -> Self {
         ShmMutex {
             raw,
-            id,
             held: AtomicBool::new(false),
         }
     }
 
-    fn outcome(&self, a: Acquired, poisoned: &AtomicU32) -> Outcome {
-        if matches!(a, Acquired::Locked | Acquired::OwnerDied) {
-            with_held(|h| h.push(self.id));
-        }
+    #[inline]
+    fn outcome(&self, a: Acquired, w: &LockWords<'_>) -> Outcome {
         match a {
-            Acquired::Locked => {
+            Acquired::Locked | Acquired::OwnerDied => {
+                let (process, thread) = sys::lock_identity();
+                w.holder_process.store(process, Ordering::Relaxed);
+                w.holder_thread.store(thread, Ordering::Relaxed);
                 self.held.store(true, Ordering::Relaxed);
+                if a == Acquired::OwnerDied {
+                    w.poisoned.store(1, Ordering::Relaxed);
+                    Outcome::Poisoned
                 // The mutex orders this load after the previous holder's store.
-                if poisoned.load(Ordering::Relaxed) != 0 {
+                } else if w.poisoned.load(Ordering::Relaxed) != 0 {
                     Outcome::Poisoned
                 } else {
                     Outcome::Locked
                 }
-            }
-            Acquired::OwnerDied => {
-                self.held.store(true, Ordering::Relaxed);
-                poisoned.store(1, Ordering::Relaxed);
-                Outcome::Poisoned
             }
             Acquired::Busy => Outcome::WouldBlock,
             Acquired::TimedOut => Outcome::TimedOut,
         }
     }
 
-    pub(crate) fn lock(&self, poisoned: &AtomicU32) -> Outcome {
-        if held_by_this_thread(self.id) {
+    #[inline]
+    pub(crate) fn lock(&self, w: &LockWords<'_>) -> Outcome {
+        if w.held_by_this_thread() {
             relock_panic();
         }
-        self.outcome(self.raw.lock(), poisoned)
+        self.outcome(self.raw.lock(), w)
     }
 
-    pub(crate) fn try_lock(&self, poisoned: &AtomicU32) -> Outcome {
-        if held_by_this_thread(self.id) {
+    #[inline]
+    pub(crate) fn try_lock(&self, w: &LockWords<'_>) -> Outcome {
+        if w.held_by_this_thread() {
             return Outcome::WouldBlock;
         }
-        self.outcome(self.raw.try_lock(), poisoned)
+        self.outcome(self.raw.try_lock(), w)
     }
 
-    pub(crate) fn lock_timeout(&self, timeout: Duration, poisoned: &AtomicU32) -> Outcome {
-        if held_by_this_thread(self.id) {
+    pub(crate) fn lock_timeout(&self, timeout: Duration, w: &LockWords<'_>) -> Outcome {
+        if w.held_by_this_thread() {
             relock_panic();
         }
-        self.outcome(self.raw.lock_timeout(timeout), poisoned)
+        self.outcome(self.raw.lock_timeout(timeout), w)
     }
 
     /// Releases the lock, poisoning it first if `poison`.
@@ -138,16 +130,14 @@ impl ShmMutex {
     /// The calling thread must hold the lock (an `Outcome::Locked` or
     /// `Outcome::Poisoned` acquisition not yet released).
     #[allow(unsafe_code)]
-    pub(crate) unsafe fn unlock(&self, poison: bool, poisoned: &AtomicU32) {
+    #[inline]
+    pub(crate) unsafe fn unlock(&self, poison: bool, w: &LockWords<'_>) {
         if poison {
-            poisoned.store(1, Ordering::Relaxed);
+            w.poisoned.store(1, Ordering::Relaxed);
         }
+        w.holder_thread.store(0, Ordering::Relaxed);
+        w.holder_process.store(0, Ordering::Relaxed);
         self.held.store(false, Ordering::Relaxed);
-        with_held(|h| {
-            if let Some(i) = h.iter().rposition(|&id| id == self.id) {
-                h.swap_remove(i);
-            }
-        });
         // SAFETY: this thread holds the mutex (this fn's contract).
         unsafe { self.raw.unlock() };
     }

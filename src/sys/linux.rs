@@ -228,24 +228,82 @@ pub(crate) fn ofd_conflict(fd: &OwnedFd, start: u64, len: u64) -> io::Result<Opt
 }
 
 static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
+/// Names this process among all processes sharing a segment (a pid does not:
+/// processes in different PID namespaces can have the same one). Random,
+/// drawn once, redrawn in a child after `fork`.
+static PROCESS_NONCE: AtomicU64 = AtomicU64::new(0);
+/// Source of thread numbers, unique within a process and never reused.
+static NEXT_THREAD: AtomicU64 = AtomicU64::new(1);
 static ATFORK: Once = Once::new();
 
+thread_local! {
+    static THREAD: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// splitmix64: a bijective scrambler of 64-bit values.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 extern "C" fn after_fork_in_child() {
-    FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
+    let generation = FORK_GENERATION.fetch_add(1, Ordering::Relaxed) + 1;
+    // SAFETY: getpid(2) is async-signal-safe, as fork requires of child
+    // handlers, and cannot fail.
+    let pid = unsafe { libc::getpid() } as u64;
+    let nonce = PROCESS_NONCE.load(Ordering::Relaxed);
+    PROCESS_NONCE.store(mix(nonce ^ mix(pid ^ (generation << 32))) | 1, Ordering::Relaxed);
 }
 
 /// A number that changes in a child process after every `fork`. A handle
 /// records it when it is made and refuses to use inherited OS state when it
-/// differs.
+/// differs. Also sets up what [`fork_generation_now`] and
+/// [`lock_identity`] rely on; call it before making a handle.
 pub(crate) fn fork_generation() -> u64 {
     ATFORK.call_once(|| {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        h.write_u128(
+            std::time::SystemTime::UNIX_EPOCH
+                .elapsed()
+                .map_or(0, |d| d.as_nanos()),
+        );
+        PROCESS_NONCE.store(mix(h.finish()) | 1, Ordering::Relaxed);
         // SAFETY: pthread_atfork(3) takes three optional handlers; the child
-        // handler is an `extern "C" fn()` that only does an atomic add, which
-        // is async-signal-safe as fork requires of child handlers.
+        // handler is an `extern "C" fn()` that only does atomic operations and
+        // getpid(2), which are async-signal-safe as fork requires of child
+        // handlers.
         let rc = unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
         assert_eq!(rc, 0, "pthread_atfork failed: out of memory");
     });
+    fork_generation_now()
+}
+
+/// [`fork_generation`] without the one-time setup: for hot paths of handles,
+/// whose creation did the setup.
+#[inline]
+pub(crate) fn fork_generation_now() -> u64 {
     FORK_GENERATION.load(Ordering::Relaxed)
+}
+
+/// `(process, thread)`: names the calling thread among all threads of all
+/// processes that share a segment; neither part is ever 0. Valid after
+/// [`fork_generation`] ran once.
+#[inline]
+pub(crate) fn lock_identity() -> (u64, u64) {
+    let thread = THREAD.with(|t| {
+        let id = t.get();
+        if id != 0 {
+            return id;
+        }
+        let id = NEXT_THREAD.fetch_add(1, Ordering::Relaxed);
+        t.set(id);
+        id
+    });
+    (PROCESS_NONCE.load(Ordering::Relaxed), thread)
 }
 
 /// The result of trying to take the robust mutex.
@@ -339,13 +397,24 @@ impl RawMutex {
     ///
     /// `ptr` must point to a mutex initialized by [`RawMutex::init`] (in any
     /// process) that stays mapped for as long as the returned value is used.
+    #[inline]
     pub(crate) unsafe fn from_ptr(ptr: *mut libc::pthread_mutex_t) -> Self {
         RawMutex { ptr }
     }
 
-    fn acquired(&self, rc: libc::c_int, call: &str) -> Acquired {
+    #[inline]
+    fn acquired(&self, rc: libc::c_int, call: &'static str) -> Acquired {
+        if rc == 0 {
+            Acquired::Locked
+        } else {
+            self.acquired_slow(rc, call)
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn acquired_slow(&self, rc: libc::c_int, call: &'static str) -> Acquired {
         match rc {
-            0 => Acquired::Locked,
             libc::EOWNERDEAD => {
                 // Make it consistent at once: a robust mutex unlocked while
                 // inconsistent becomes ENOTRECOVERABLE for everyone.
@@ -357,10 +426,6 @@ impl RawMutex {
             }
             libc::EBUSY => Acquired::Busy,
             libc::ETIMEDOUT => Acquired::TimedOut,
-            libc::EDEADLK => panic!(
-                "typed-shm: this thread already holds the lock of this segment \
-                 (a guard is still alive or was forgotten): locking it again would deadlock"
-            ),
             rc => panic!(
                 "typed-shm: {call} on the segment's lock failed with error {rc} ({}); \
                  the segment's lock is unusable",
@@ -369,6 +434,7 @@ impl RawMutex {
         }
     }
 
+    #[inline]
     pub(crate) fn lock(&self) -> Acquired {
         // SAFETY: `self.ptr` points to an initialized, mapped mutex
         // (from_ptr's contract); pthread_mutex_lock(3) has no other
@@ -377,6 +443,7 @@ impl RawMutex {
         self.acquired(rc, "pthread_mutex_lock")
     }
 
+    #[inline]
     pub(crate) fn try_lock(&self) -> Acquired {
         // SAFETY: as in `lock`.
         let rc = unsafe { libc::pthread_mutex_trylock(self.ptr) };
@@ -410,6 +477,7 @@ impl RawMutex {
     /// (the ABI stamp pins glibc): the owner's thread id, or 0, plus
     /// `FUTEX_OWNER_DIED`, which the kernel sets when an owner ends without
     /// unlocking (futex(2), "Robust futexes").
+    #[inline]
     pub(crate) fn owner(&self) -> Owner {
         // SAFETY: AtomicU32::from_ptr requires a 4-aligned pointer valid for
         // the lifetime of the reference and only accessed atomically meanwhile:
@@ -429,6 +497,7 @@ impl RawMutex {
     /// # Safety
     ///
     /// The calling thread must hold the mutex.
+    #[inline]
     pub(crate) unsafe fn unlock(&self) {
         // SAFETY: the mutex is initialized and mapped (from_ptr's contract)
         // and held by this thread (this fn's contract), as
