@@ -75,7 +75,7 @@ impl<'a, T: ?Sized + ShmData, A: Access> Guard<'a, T, A> {
 impl<T: ?Sized + ShmData, A: Access> Deref for Guard<'_, T, A> {
     type Target = T;
 
-    #[inline]
+    #[inline(always)]
     fn deref(&self) -> &T {
         // SAFETY: the pointer is valid for the handle's lifetime, which
         // outlives the guard: it points into a live mapping of the validated
@@ -88,7 +88,7 @@ impl<T: ?Sized + ShmData, A: Access> Deref for Guard<'_, T, A> {
 }
 
 impl<T: ?Sized + ShmData> DerefMut for Guard<'_, T, ReadWrite> {
-    #[inline]
+    #[inline(always)]
     fn deref_mut(&mut self) -> &mut T {
         // SAFETY: as in `deref`; in addition the mapping is writable (a
         // `ReadWrite` handle maps the data PROT_READ | PROT_WRITE) and the
@@ -98,7 +98,7 @@ impl<T: ?Sized + ShmData> DerefMut for Guard<'_, T, ReadWrite> {
 }
 
 impl<T: ?Sized + ShmData, A: Access> Drop for Guard<'_, T, A> {
-    #[inline]
+    #[inline(always)]
     fn drop(&mut self) {
         let poison = self.poison_on_panic && std::thread::panicking();
         // SAFETY: a guard exists only while its thread holds the lock (`new`'s

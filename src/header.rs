@@ -21,15 +21,16 @@
 //! | 92 | `desc_len: u32` | bytes used in `desc` |
 //! | 96 | `desc: [u8; 256]` | readable layout of the element, UTF-8 |
 //! | 352 | `state: u32` (atomic) | 0 while initializing, `READY`, `DESTROYED` |
-//! | 356 | `poisoned: u32` (atomic) | non-zero after a holder died or panicked |
+//! | 356 | reserved | zero |
 //! | 360 | `attach_count: u32` (atomic) | handles that attached and have not detached (advisory: killed processes never decrement it) |
 //! | 364 | reserved | zero |
 //! | 384 | `mutex: [u8; 48]` | the robust `pthread_mutex_t` |
-//! | 432 | `holder_process: u64` | while locked: a random number naming the holder's process (0 when free) |
-//! | 440 | `holder_thread: u64` | while locked: the holder's thread within its process |
+//! | 432 | `holder: u64` | while locked: the holder thread's random 64-bit token (0 when free) |
+//! | 440 | `poisoned: u32` (atomic) | non-zero after a holder died or panicked |
+//! | 444 | reserved | zero |
 //! | 448 | reserved | zero, up to 512 |
 //!
-//! The mutex and the holder fields share one 64-byte cache line: taking the
+//! The mutex, the holder token and `poisoned` share one 64-byte cache line: taking the
 //! lock writes both, so they travel between cores together.
 
 use std::mem::{align_of, offset_of, size_of};
@@ -80,12 +81,13 @@ pub(crate) struct Header {
     pub desc_len: u32,
     pub desc: [u8; DESC_CAP],
     pub state: u32,
-    pub poisoned: u32,
+    pub reserved_state: u32,
     pub attach_count: u32,
     pub reserved0: [u32; 5],
     pub mutex: [u64; 6],
-    pub holder_process: u64,
-    pub holder_thread: u64,
+    pub holder: u64,
+    pub poisoned: u32,
+    pub reserved_lock: u32,
     pub reserved1: [u64; 8],
 }
 
@@ -104,11 +106,10 @@ const_assert_eq!(offset_of!(Header, flags), 88);
 const_assert_eq!(offset_of!(Header, desc_len), 92);
 const_assert_eq!(offset_of!(Header, desc), 96);
 const_assert_eq!(offset_of!(Header, state), 352);
-const_assert_eq!(offset_of!(Header, poisoned), 356);
+const_assert_eq!(offset_of!(Header, poisoned), 440);
 const_assert_eq!(offset_of!(Header, attach_count), 360);
 const_assert_eq!(offset_of!(Header, mutex), 384);
-const_assert_eq!(offset_of!(Header, holder_process), 432);
-const_assert_eq!(offset_of!(Header, holder_thread), 440);
+const_assert_eq!(offset_of!(Header, holder), 432);
 // The mutex must fit its slot and be aligned by it.
 const_assert!(sys::MUTEX_SIZE <= 48);
 const_assert!(sys::MUTEX_ALIGN <= 8);
@@ -116,7 +117,7 @@ const_assert!(HEADER_SIZE <= 4096);
 
 // SAFETY: `Header` is `#[repr(C)]` and made only of integers and integer
 // arrays; the assertions above pin every offset, and the field sizes add up to
-// exactly HEADER_SIZE (8+4+4+24+6*8+4+4+256+3*4+20+48+8+8+64 = 512), so it has no
+// exactly HEADER_SIZE (8+4+4+24+6*8+4+4+256+3*4+20+48+8+4+4+64 = 512), so it has no
 // padding. The all-zero bit pattern is valid for integers.
 #[allow(unsafe_code)]
 unsafe impl bytemuck::Zeroable for Header {}

@@ -587,7 +587,7 @@ impl Segment {
     #[inline]
     pub(crate) fn poisoned(&self) -> &AtomicU32 {
         // SAFETY: `self.header` starts the header mapping, which lives as long
-        // as `self` (it is only unmapped in drop, or never); offset 356 is
+        // as `self` (it is only unmapped in drop, or never); offset 440 is
         // 4-aligned; every process accesses `poisoned` only atomically.
         unsafe { header_atomic(self.header, offset_of!(Header, poisoned)) }
     }
@@ -597,11 +597,9 @@ impl Segment {
     pub(crate) fn lock_words(&self) -> LockWords<'_> {
         LockWords {
             poisoned: self.poisoned(),
-            // SAFETY: as in `poisoned`, for the 8-aligned offsets 432 and 440
-            // (the mapping is page aligned).
-            holder_process: unsafe { header_atomic_u64(self.header, offset_of!(Header, holder_process)) },
-            // SAFETY: as above.
-            holder_thread: unsafe { header_atomic_u64(self.header, offset_of!(Header, holder_thread)) },
+            // SAFETY: as in `poisoned`, for the 8-aligned offset 432 (the
+            // mapping is page aligned).
+            holder: unsafe { header_atomic_u64(self.header, offset_of!(Header, holder)) },
         }
     }
 

@@ -252,7 +252,7 @@ impl<T: ?Sized + ShmData, A: Access> SharedMemory<T, A> {
     /// # Safety
     ///
     /// The calling thread must hold this handle's lock.
-    #[inline]
+    #[inline(always)]
     pub(crate) unsafe fn unlock(&self, poison: bool) {
         // SAFETY: forwarded from this fn's contract.
         unsafe { self.mutex.unlock(poison, &self.segment.lock_words()) };
@@ -415,7 +415,7 @@ impl<T: ?Sized + ShmData, A: Access> SharedMemory<T, A> {
     /// # assert_eq!(*shm.lock().unwrap(), 10);
     /// # Ok::<(), typed_shm::Error>(())
     /// ```
-    #[inline]
+    #[inline(always)]
     pub fn lock(&self) -> LockResult<Guard<'_, T, A>> {
         self.check_not_inherited();
         let outcome = self.mutex.lock(&self.segment.lock_words());
@@ -425,7 +425,7 @@ impl<T: ?Sized + ShmData, A: Access> SharedMemory<T, A> {
         })
     }
 
-    #[inline]
+    #[inline(always)]
     fn guard(&self, outcome: Outcome) -> TryLockResult<Guard<'_, T, A>> {
         match outcome {
             // SAFETY: the outcome says this thread now holds the lock.
@@ -464,7 +464,7 @@ impl<T: ?Sized + ShmData, A: Access> SharedMemory<T, A> {
     /// }
     /// # Ok::<(), typed_shm::Error>(())
     /// ```
-    #[inline]
+    #[inline(always)]
     pub fn try_lock(&self) -> TryLockResult<Guard<'_, T, A>> {
         self.check_not_inherited();
         self.guard(self.mutex.try_lock(&self.segment.lock_words()))

@@ -8,13 +8,12 @@
 //!
 //! Relocking: a thread that locks a segment it already holds would deadlock.
 //! The mutex cannot tell (its owner's thread id is ambiguous when processes
-//! in different PID namespaces share it), so the holder writes its identity —
-//! a random number for its process and a number for its thread
-//! ([`sys::lock_identity`]) — into the header next to the mutex, and clears it
-//! before unlocking. A thread that finds its own identity there already holds
-//! the lock: `lock` and `lock_timeout` panic, `try_lock` reports
-//! `WouldBlock`. The check costs two loads from the cache line the lock
-//! writes anyway, and works across handles of the same segment.
+//! in different PID namespaces share it), so the holder writes its thread's
+//! random token ([`sys::lock_token`]) into the header next to the mutex, and
+//! clears it before unlocking. A thread that finds its own token there
+//! already holds the lock: `lock` and `lock_timeout` panic, `try_lock`
+//! reports `WouldBlock`. The check costs one load from the cache line the
+//! lock writes anyway, and works across handles of the same segment.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
@@ -33,16 +32,14 @@ fn relock_panic() -> ! {
 /// The header words that go with the mutex.
 pub(crate) struct LockWords<'a> {
     pub poisoned: &'a AtomicU32,
-    pub holder_process: &'a AtomicU64,
-    pub holder_thread: &'a AtomicU64,
+    pub holder: &'a AtomicU64,
 }
 
 impl LockWords<'_> {
+    /// Whether the thread with token `me` holds the lock.
     #[inline]
-    fn held_by_this_thread(&self) -> bool {
-        let (process, thread) = sys::lock_identity();
-        self.holder_thread.load(Ordering::Relaxed) == thread
-            && self.holder_process.load(Ordering::Relaxed) == process
+    fn held_by(&self, me: u64) -> bool {
+        self.holder.load(Ordering::Relaxed) == me
     }
 }
 
@@ -78,12 +75,10 @@ impl ShmMutex {
     }
 
     #[inline]
-    fn outcome(&self, a: Acquired, w: &LockWords<'_>) -> Outcome {
+    fn outcome(&self, a: Acquired, w: &LockWords<'_>, me: u64) -> Outcome {
         match a {
             Acquired::Locked | Acquired::OwnerDied => {
-                let (process, thread) = sys::lock_identity();
-                w.holder_process.store(process, Ordering::Relaxed);
-                w.holder_thread.store(thread, Ordering::Relaxed);
+                w.holder.store(me, Ordering::Relaxed);
                 self.held.store(true, Ordering::Relaxed);
                 if a == Acquired::OwnerDied {
                     w.poisoned.store(1, Ordering::Relaxed);
@@ -102,25 +97,28 @@ impl ShmMutex {
 
     #[inline]
     pub(crate) fn lock(&self, w: &LockWords<'_>) -> Outcome {
-        if w.held_by_this_thread() {
+        let me = sys::lock_token();
+        if w.held_by(me) {
             relock_panic();
         }
-        self.outcome(self.raw.lock(), w)
+        self.outcome(self.raw.lock(), w, me)
     }
 
     #[inline]
     pub(crate) fn try_lock(&self, w: &LockWords<'_>) -> Outcome {
-        if w.held_by_this_thread() {
+        let me = sys::lock_token();
+        if w.held_by(me) {
             return Outcome::WouldBlock;
         }
-        self.outcome(self.raw.try_lock(), w)
+        self.outcome(self.raw.try_lock(), w, me)
     }
 
     pub(crate) fn lock_timeout(&self, timeout: Duration, w: &LockWords<'_>) -> Outcome {
-        if w.held_by_this_thread() {
+        let me = sys::lock_token();
+        if w.held_by(me) {
             relock_panic();
         }
-        self.outcome(self.raw.lock_timeout(timeout), w)
+        self.outcome(self.raw.lock_timeout(timeout), w, me)
     }
 
     /// Releases the lock, poisoning it first if `poison`.
@@ -130,13 +128,12 @@ impl ShmMutex {
     /// The calling thread must hold the lock (an `Outcome::Locked` or
     /// `Outcome::Poisoned` acquisition not yet released).
     #[allow(unsafe_code)]
-    #[inline]
+    #[inline(always)]
     pub(crate) unsafe fn unlock(&self, poison: bool, w: &LockWords<'_>) {
         if poison {
             w.poisoned.store(1, Ordering::Relaxed);
         }
-        w.holder_thread.store(0, Ordering::Relaxed);
-        w.holder_process.store(0, Ordering::Relaxed);
+        w.holder.store(0, Ordering::Relaxed);
         self.held.store(false, Ordering::Relaxed);
         // SAFETY: this thread holds the mutex (this fn's contract).
         unsafe { self.raw.unlock() };

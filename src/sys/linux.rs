@@ -228,16 +228,17 @@ pub(crate) fn ofd_conflict(fd: &OwnedFd, start: u64, len: u64) -> io::Result<Opt
 }
 
 static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
-/// Names this process among all processes sharing a segment (a pid does not:
-/// processes in different PID namespaces can have the same one). Random,
-/// drawn once, redrawn in a child after `fork`.
+/// Seeds the thread tokens of this process (a pid would not do: processes in
+/// different PID namespaces can have the same one). Random, drawn once,
+/// redrawn in a child after `fork`.
 static PROCESS_NONCE: AtomicU64 = AtomicU64::new(0);
-/// Source of thread numbers, unique within a process and never reused.
+/// Numbers the threads of this process, so that their tokens differ.
 static NEXT_THREAD: AtomicU64 = AtomicU64::new(1);
 static ATFORK: Once = Once::new();
 
 thread_local! {
-    static THREAD: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    /// This thread's token, or 0 until its first use.
+    static TOKEN: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 /// splitmix64: a bijective scrambler of 64-bit values.
@@ -254,13 +255,16 @@ extern "C" fn after_fork_in_child() {
     // handlers, and cannot fail.
     let pid = unsafe { libc::getpid() } as u64;
     let nonce = PROCESS_NONCE.load(Ordering::Relaxed);
-    PROCESS_NONCE.store(mix(nonce ^ mix(pid ^ (generation << 32))) | 1, Ordering::Relaxed);
+    PROCESS_NONCE.store(mix(nonce ^ mix(pid ^ (generation << 32))), Ordering::Relaxed);
+    // The forking thread is the child's only thread: its token must change
+    // with the nonce. The cell has no destructor, so this is a plain store.
+    let _ = TOKEN.try_with(|t| t.set(0));
 }
 
 /// A number that changes in a child process after every `fork`. A handle
 /// records it when it is made and refuses to use inherited OS state when it
 /// differs. Also sets up what [`fork_generation_now`] and
-/// [`lock_identity`] rely on; call it before making a handle.
+/// [`lock_token`] rely on; call it before making a handle.
 pub(crate) fn fork_generation() -> u64 {
     ATFORK.call_once(|| {
         use std::hash::{BuildHasher, Hasher};
@@ -271,7 +275,7 @@ pub(crate) fn fork_generation() -> u64 {
                 .elapsed()
                 .map_or(0, |d| d.as_nanos()),
         );
-        PROCESS_NONCE.store(mix(h.finish()) | 1, Ordering::Relaxed);
+        PROCESS_NONCE.store(mix(h.finish()), Ordering::Relaxed);
         // SAFETY: pthread_atfork(3) takes three optional handlers; the child
         // handler is an `extern "C" fn()` that only does atomic operations and
         // getpid(2), which are async-signal-safe as fork requires of child
@@ -289,21 +293,23 @@ pub(crate) fn fork_generation_now() -> u64 {
     FORK_GENERATION.load(Ordering::Relaxed)
 }
 
-/// `(process, thread)`: names the calling thread among all threads of all
-/// processes that share a segment; neither part is ever 0. Valid after
-/// [`fork_generation`] ran once.
+/// A random 64-bit token naming the calling thread among all threads of all
+/// processes that may share a segment (never 0; equal for two live threads
+/// with probability about 2^-64 per pair). Valid after [`fork_generation`]
+/// ran once.
 #[inline]
-pub(crate) fn lock_identity() -> (u64, u64) {
-    let thread = THREAD.with(|t| {
-        let id = t.get();
-        if id != 0 {
-            return id;
-        }
-        let id = NEXT_THREAD.fetch_add(1, Ordering::Relaxed);
-        t.set(id);
-        id
-    });
-    (PROCESS_NONCE.load(Ordering::Relaxed), thread)
+pub(crate) fn lock_token() -> u64 {
+    let token = TOKEN.with(std::cell::Cell::get);
+    if token != 0 { token } else { new_lock_token() }
+}
+
+#[cold]
+#[inline(never)]
+fn new_lock_token() -> u64 {
+    let n = NEXT_THREAD.fetch_add(1, Ordering::Relaxed);
+    let token = mix(PROCESS_NONCE.load(Ordering::Relaxed) ^ mix(n)).max(1);
+    TOKEN.with(|t| t.set(token));
+    token
 }
 
 /// The result of trying to take the robust mutex.
