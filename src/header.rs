@@ -22,7 +22,7 @@
 //! | 96 | `desc: [u8; 256]` | readable layout of the element, UTF-8 |
 //! | 352 | `state: u32` (atomic) | 0 while initializing, `READY`, `DESTROYED` |
 //! | 356 | reserved | zero |
-//! | 360 | `attach_count: u32` (atomic) | handles that attached and have not detached (advisory: killed processes never decrement it) |
+//! | 360 | `attach_count: u32` | reserved for an attach counter, kept 0: live attachments are counted by the kernel (one lock per handle), which a killed process cannot leave wrong |
 //! | 364 | reserved | zero |
 //! | 384 | `mutex: [u8; 48]` | the robust `pthread_mutex_t` |
 //! | 432 | `holder: u64` | while locked: the holder thread's random 64-bit token (0 when free) |

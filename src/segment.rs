@@ -19,7 +19,7 @@
 //!   it, nobody is attached (everyone died), and the object is removed —
 //!   provided it belongs to this user and is a typed-shm object.
 //! - *counting*: every handle also write-locks one byte of its own, a *slot*
-//!   at `SLOT_BASE + i` (the lowest free one), so `attach_count` can find each
+//!   at `SLOT_BASE + i` (a free one), so `attach_count` can find each
 //!   live handle with `F_OFD_GETLK` — an exact count, which `/proc/locks`
 //!   (a global list read in pieces while it changes) cannot give.
 #![allow(unsafe_code)]
@@ -58,8 +58,8 @@ pub(crate) struct Settings {
 /// The mappings and the file description; forgotten (never unmapped) when a
 /// lock may still be held through them.
 struct Maps {
-    header: MmapRaw,
-    data: MmapRaw,
+    /// Header page(s) and data, in one mapping.
+    map: MmapRaw,
     fd: OwnedFd,
 }
 
@@ -142,6 +142,14 @@ unsafe fn header_atomic_u64<'a>(base: *mut u8, offset: usize) -> &'a AtomicU64 {
     unsafe { AtomicU64::from_ptr(base.wrapping_add(offset).cast::<u64>()) }
 }
 
+/// Maps the first `len` bytes of the object read-write, shared.
+fn map_all(fd: &OwnedFd, key: &str, len: usize) -> Result<MmapRaw, Error> {
+    MmapOptions::new()
+        .len(len)
+        .map_raw(fd.as_raw_fd())
+        .map_err(|e| map_error(key, "the segment", e))
+}
+
 fn map_header(fd: &OwnedFd, key: &str) -> Result<MmapRaw, Error> {
     MmapOptions::new()
         .len(HEADER_SIZE)
@@ -154,13 +162,30 @@ fn name_refers_to(native: &str, st: &Stat) -> bool {
     sys::name_stat(native).is_ok_and(|n| n.same_file(st))
 }
 
-/// Write-locks the lowest free attachment slot of `fd`, so that
-/// `attach_count` finds this handle.
+/// Where this process starts looking for a free slot: just after the slot
+/// it took last, so a process that attaches again and again finds a free
+/// slot at the first try (the creator's slot is the first one).
+static SLOT_HINT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(SLOT_BASE + 1);
+
+/// Write-locks a free attachment slot of `fd`, so that `attach_count` finds
+/// this handle.
 fn take_slot(key: &str, fd: &OwnedFd) -> Result<(), Error> {
-    for slot in SLOT_BASE..SLOT_BASE + MAX_SLOTS {
+    let start = SLOT_HINT
+        .load(Ordering::Relaxed)
+        .clamp(SLOT_BASE, SLOT_BASE + MAX_SLOTS - 1);
+    for i in 0..MAX_SLOTS {
+        let slot = SLOT_BASE + (start - SLOT_BASE + i) % MAX_SLOTS;
         if sys::ofd_lock_range(fd, OfdLock::Write, slot, 1)
             .map_err(|e| unknown(key, "fcntl(F_OFD_SETLK)", e))?
         {
+            // Slots free up in any order; wander on, and come back to the
+            // first ones after a while.
+            let next = if slot + 1 >= SLOT_BASE + 64 {
+                SLOT_BASE + 1
+            } else {
+                slot + 1
+            };
+            SLOT_HINT.store(next, Ordering::Relaxed);
             return Ok(());
         }
     }
@@ -272,7 +297,7 @@ impl Segment {
         let mut attempt = 0;
         let (fd, mut cleanup) = loop {
             attempt += 1;
-            let fd = match sys::shm_open(&cname, true, 0o600) {
+            let fd = match sys::shm_open(&cname, true, settings.mode & 0o777) {
                 Ok(fd) => fd,
                 Err(e) if e.raw_os_error() == Some(libc::EEXIST) && attempt < CREATE_ATTEMPTS => {
                     reclaim(key, &native, &cname)?;
@@ -288,7 +313,11 @@ impl Segment {
             // An attacher may hold a read lock for an instant while it finds
             // the object empty; wait for it to let go.
             let mut waits = 0;
-            while !sys::ofd_lock(&fd, OfdLock::Write).map_err(|e| unknown(key, "fcntl(F_OFD_SETLK)", e))? {
+            // Byte 0 and the first attachment slot in one call: no handle can
+            // hold a slot of an object that was never published.
+            while !sys::ofd_lock_range(&fd, OfdLock::Write, 0, SLOT_BASE + 1)
+                .map_err(|e| unknown(key, "fcntl(F_OFD_SETLK)", e))?
+            {
                 waits += 1;
                 if Instant::now() >= deadline {
                     return Err(Error::new(
@@ -310,8 +339,15 @@ impl Segment {
             break (fd, cleanup);
         };
 
-        sys::fchmod(&fd, settings.mode & 0o777).map_err(|e| Error::os("fchmod", key, e))?;
-        sys::ftruncate(&fd, total).map_err(|e| Error::os("ftruncate", key, e))?;
+        // The umask may have cleared bits of the mode given to shm_open; set
+        // the exact mode unless it came out right (it usually does for 0600).
+        let mode = settings.mode & 0o777;
+        if cleanup.file.is_none_or(|st| st.mode != mode) {
+            sys::fchmod(&fd, mode).map_err(|e| Error::os("fchmod", key, e))?;
+        }
+        // posix_fallocate(3) also sets the size ("If the size of the file is
+        // less than offset+len, then the file is increased to this size"),
+        // and, unlike ftruncate, reserves the memory now.
         sys::fallocate(&fd, total).map_err(|e| {
             Error::with_source(
                 ErrorKind::OutOfResources,
@@ -322,16 +358,11 @@ impl Segment {
                 e,
             )
         })?;
-        let stat = sys::fstat(&fd).map_err(|e| unknown(key, "fstat", e))?;
-        let header_map = map_header(&fd, key)?;
-        let data_map = MmapOptions::new()
-            .offset(page as u64)
-            .len(data_len)
-            .map_raw(fd.as_raw_fd())
-            .map_err(|e| map_error(key, "the segment data", e))?;
+        let stat = cleanup.file.expect("set when the object was created");
+        let map = map_all(&fd, key, page + data_len)?;
 
         let h = Header::new(expected, page as u64, data_len as u64, elem_count as u64);
-        let base = header_map.as_mut_ptr();
+        let base = map.as_mut_ptr();
         // SAFETY: copy_nonoverlapping requires both pointers valid for
         // HEADER_SIZE bytes and non-overlapping: the source is a local
         // `Header` (HEADER_SIZE bytes, statically asserted), the destination
@@ -350,20 +381,15 @@ impl Segment {
                 e,
             )
         })?;
-        write_data(data_map.as_mut_ptr());
+        write_data(base.wrapping_add(page));
 
-        let maps = Maps {
-            header: header_map,
-            data: data_map,
-            fd,
-        };
+        let maps = Maps { map, fd };
         let layout = Validated {
             data_offset: page as u64,
             data_len,
             elem_count,
         };
         let seg = Segment::assemble(key, native, cname.clone(), stat, maps, layout, true);
-        seg.attach_counter().store(1, Ordering::Relaxed);
         seg.state().store(STATE_READY, Ordering::Release);
         // Converting our write lock to a read lock cannot conflict.
         let fd = &seg.maps.as_ref().expect("maps are present until drop").fd;
@@ -373,7 +399,6 @@ impl Segment {
                 format!("segment {key:?}: lock conversion refused"),
             ));
         }
-        take_slot(key, fd)?;
         cleanup.file = None;
         Ok(seg)
     }
@@ -405,6 +430,8 @@ impl Segment {
         loop {
             attempt += 1;
             let fd = sys::shm_open(&cname, false, 0).map_err(|e| Error::os("shm_open", key, e))?;
+            // The size is final once a creator has sized the object, and one
+            // that is still 0 is retried below.
             let st = check_owner(key, &fd)?;
             if !sys::ofd_lock(&fd, OfdLock::Read).map_err(|e| unknown(key, "fcntl(F_OFD_SETLK)", e))? {
                 // A creator is initializing it, or the last handle is removing it.
@@ -416,10 +443,6 @@ impl Segment {
                 sleep_backoff(attempt);
                 continue;
             }
-            let st = Stat {
-                size: sys::fstat(&fd).map_err(|e| unknown(key, "fstat", e))?.size,
-                ..st
-            };
             if st.size == 0 {
                 // Created, not yet locked by its creator — or its creator died
                 // right after creating it.
@@ -443,13 +466,12 @@ impl Segment {
                     ),
                 ));
             }
-            let header_map = map_header(&fd, key)?;
-            let base = header_map.as_mut_ptr();
-            // SAFETY: `base` starts a live HEADER_SIZE-byte mapping that
-            // outlives this use; offset 352 is 4-aligned; every process
-            // accesses `state` only atomically.
-            let state = unsafe { header_atomic(base, offset_of!(Header, state)) }.load(Ordering::Acquire);
-            let bytes = copy_header(base);
+            // A copy of the header, read under our read lock: the creator
+            // published it before giving up its write lock.
+            let mut bytes = [0u8; HEADER_SIZE];
+            sys::pread_exact(&fd, &mut bytes, 0).map_err(|e| unknown(key, "pread", e))?;
+            let state_at = offset_of!(Header, state);
+            let state = u32::from_ne_bytes(bytes[state_at..state_at + 4].try_into().expect("4 bytes"));
             if bytes[..8] != MAGIC {
                 if bytes.iter().all(|&b| b == 0) {
                     return Err(timed_out(
@@ -501,30 +523,31 @@ impl Segment {
                     ));
                 }
             }
-            if !name_refers_to(&native, &st) {
-                // Reclaimed and re-created under our feet: start over.
-                if Instant::now() >= deadline {
-                    return Err(timed_out("kept being replaced while attaching"));
-                }
-                continue;
-            }
+            // READY under our read lock also means the name still refers to
+            // this object: a reclaimer or a last handle marks the state
+            // DESTROYED, under the write lock, before it removes the name.
             let v = header::validate(key, &bytes, st.size, expected)?;
-            let mut opts = MmapOptions::new();
-            opts.offset(v.data_offset).len(v.data_len);
-            let data_map = if writable {
-                opts.map_raw(fd.as_raw_fd())
-            } else {
-                opts.map_raw_read_only(fd.as_raw_fd())
+            // Validated: data_offset + data_len <= the file's length, and
+            // data_offset is a page boundary.
+            let total = usize::try_from(v.data_offset)
+                .ok()
+                .and_then(|o| o.checked_add(v.data_len))
+                .ok_or_else(|| {
+                    map_error(
+                        key,
+                        "the segment",
+                        std::io::Error::from_raw_os_error(libc::ENOMEM),
+                    )
+                })?;
+            let map = map_all(&fd, key, total)?;
+            if !writable {
+                let data = map.as_mut_ptr().wrapping_add(total - v.data_len);
+                sys::protect_read_only(data, v.data_len)
+                    .map_err(|e| map_error(key, "the segment data", e))?;
             }
-            .map_err(|e| map_error(key, "the segment data", e))?;
             take_slot(key, &fd)?;
-            let maps = Maps {
-                header: header_map,
-                data: data_map,
-                fd,
-            };
+            let maps = Maps { map, fd };
             let seg = Segment::assemble(key, native, cname, st, maps, v, false);
-            seg.attach_counter().fetch_add(1, Ordering::Relaxed);
             return Ok(seg);
         }
     }
@@ -543,8 +566,8 @@ impl Segment {
             native,
             cname,
             stat,
-            header: maps.header.as_mut_ptr(),
-            data: maps.data.as_mut_ptr(),
+            header: maps.map.as_mut_ptr(),
+            data: maps.map.as_mut_ptr().wrapping_add(layout.data_offset as usize),
             maps: Some(maps),
             data_len: layout.data_len,
             elem_count: layout.elem_count,
@@ -608,22 +631,16 @@ impl Segment {
         unsafe { header_atomic(self.header, offset_of!(Header, state)) }
     }
 
-    fn attach_counter(&self) -> &AtomicU32 {
-        // SAFETY: as in `poisoned`, for the 4-aligned offset 360.
-        unsafe { header_atomic(self.header, offset_of!(Header, attach_count)) }
-    }
-
     /// Live attachments in all processes: this handle and the slots that the
     /// kernel holds for others, or the header's advisory counter if the
     /// kernel cannot be asked.
     pub(crate) fn attach_count(&self) -> usize {
+        // Only if the kernel cannot be asked (it always can on Linux): at
+        // least this handle.
         self.maps
             .as_ref()
             .and_then(|m| count_other_slots(&m.fd).ok())
-            .map_or_else(
-                || self.attach_counter().load(Ordering::Relaxed) as usize,
-                |n| n + 1,
-            )
+            .map_or(1, |n| n + 1)
     }
 
     /// Whether this handle was made in this process (not inherited by `fork`).
@@ -641,8 +658,7 @@ impl Segment {
     pub(crate) fn keep_forever(&mut self) -> Result<(), Error> {
         let result = self.release();
         if let Some(maps) = self.maps.take() {
-            std::mem::forget(maps.header);
-            std::mem::forget(maps.data);
+            std::mem::forget(maps.map);
             // Closing the file does not touch the mappings.
             drop(maps.fd);
         }
@@ -667,13 +683,14 @@ impl Segment {
             ));
         }
         let Some(maps) = &self.maps else { return Ok(()) };
-        let _ = self
-            .attach_counter()
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
-        // Release the lifetime lock and the slot.
-        sys::ofd_lock_range(&maps.fd, OfdLock::Unlock, 0, 0)
-            .map_err(|e| unknown(key, "fcntl(F_OFD_SETLK)", e))?;
-        if sys::ofd_lock(&maps.fd, OfdLock::Write).map_err(|e| unknown(key, "fcntl(F_OFD_SETLK)", e))? {
+        let lock_err = |e| unknown(key, "fcntl(F_OFD_SETLK)", e);
+        // Release the lifetime lock and the slot, then try the write lock: of
+        // several handles detaching at once, at least one gets it (converting
+        // a read lock in place could fail for every one of them). Attach and
+        // detach do not touch the header: a handle that never locks never
+        // faults its page in.
+        sys::ofd_lock_range(&maps.fd, OfdLock::Unlock, 0, 0).map_err(lock_err)?;
+        if sys::ofd_lock(&maps.fd, OfdLock::Write).map_err(lock_err)? {
             // Nobody else is attached: we are the last. Attachers that opened
             // the name meanwhile see DESTROYED (or another file) and start over.
             self.state().store(STATE_DESTROYED, Ordering::Release);
@@ -701,7 +718,7 @@ fn check_owner(key: &str, fd: &OwnedFd) -> Result<Stat, Error> {
             format!("segment {key:?} is not a regular file; it was left untouched"),
         ));
     }
-    let me = sys::geteuid();
+    let me = sys::effective_uid(st.uid);
     if st.uid != me {
         return Err(Error::new(
             ErrorKind::PermissionDenied,

@@ -59,6 +59,8 @@ pub(crate) struct Stat {
     pub uid: u32,
     pub regular: bool,
     pub size: u64,
+    /// Permission bits (`st_mode & 0o7777`).
+    pub mode: u32,
 }
 
 impl Stat {
@@ -82,6 +84,7 @@ pub(crate) fn fstat(fd: &OwnedFd) -> io::Result<Stat> {
         uid: st.st_uid,
         regular: st.st_mode & libc::S_IFMT == libc::S_IFREG,
         size: u64::try_from(st.st_size).unwrap_or(0),
+        mode: st.st_mode & 0o7777,
     })
 }
 
@@ -97,7 +100,64 @@ pub(crate) fn name_stat(native: &str) -> io::Result<Stat> {
         uid: m.uid(),
         regular: m.file_type().is_file(),
         size: m.len(),
+        mode: m.mode() & 0o7777,
     })
+}
+
+/// Reads exactly `buf.len()` bytes at `offset` (an error if the file ends
+/// first).
+pub(crate) fn pread_exact(fd: &OwnedFd, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        let at = offset
+            .checked_add(done as u64)
+            .and_then(|o| libc::off_t::try_from(o).ok())
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
+        let rest = &mut buf[done..];
+        // SAFETY: pread(2) requires an open fd (an OwnedFd) and a buffer valid
+        // for writes of the given length: `rest` is a live, exclusively
+        // borrowed slice of exactly that length.
+        let n = unsafe { libc::pread(fd.as_raw_fd(), rest.as_mut_ptr().cast(), rest.len(), at) };
+        match n {
+            n if n > 0 => done += n as usize,
+            0 => return Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
+            _ => {
+                let e = last_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Makes `[ptr, ptr + len)` of a mapping read-only.
+pub(crate) fn protect_read_only(ptr: *mut u8, len: usize) -> io::Result<()> {
+    // SAFETY: mprotect(2) requires a page-aligned address inside a mapping of
+    // this process; callers pass the data start of a segment mapping, which
+    // is page aligned (the data offset is a multiple of the page size). Only
+    // the protection changes: no memory is freed or moved, so no Rust
+    // reference into it is invalidated (there are none yet).
+    if unsafe { libc::mprotect(ptr.cast(), len, libc::PROT_READ) } != 0 {
+        return Err(last_error());
+    }
+    Ok(())
+}
+
+/// This process's effective uid, as last seen. `expected` is the uid a caller
+/// hopes for: a cached value that differs from it is confirmed with a fresh
+/// geteuid(2), so a process that changed its uid is never misjudged, and the
+/// common case costs no system call.
+pub(crate) fn effective_uid(expected: u32) -> u32 {
+    static EUID: std::sync::atomic::AtomicU64 = AtomicU64::new(u64::MAX);
+    let cached = EUID.load(Ordering::Relaxed);
+    if cached == u64::from(expected) {
+        return expected;
+    }
+    let now = geteuid();
+    EUID.store(u64::from(now), Ordering::Relaxed);
+    now
 }
 
 pub(crate) fn geteuid() -> u32 {
@@ -108,16 +168,6 @@ pub(crate) fn geteuid() -> u32 {
 pub(crate) fn fchmod(fd: &OwnedFd, mode: u32) -> io::Result<()> {
     // SAFETY: fchmod(2) requires an open fd; `fd` is an OwnedFd.
     if unsafe { libc::fchmod(fd.as_raw_fd(), mode as libc::mode_t) } != 0 {
-        return Err(last_error());
-    }
-    Ok(())
-}
-
-pub(crate) fn ftruncate(fd: &OwnedFd, len: u64) -> io::Result<()> {
-    let len = libc::off_t::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
-    // SAFETY: ftruncate(2) requires an open fd (an OwnedFd) and a length,
-    // checked above to fit in `off_t`.
-    if unsafe { libc::ftruncate(fd.as_raw_fd(), len) } != 0 {
         return Err(last_error());
     }
     Ok(())
