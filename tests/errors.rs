@@ -11,32 +11,6 @@ use std::time::{Duration, Instant};
 use common::{Keys, exists, shm_path, unique_key};
 use typed_shm::{ErrorKind, SharedMemory};
 
-fn is_root() -> bool {
-    // SAFETY-free: geteuid through std is not available; /proc tells.
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
-/// Requires root (to own a file as another user); skips with a reason
-/// otherwise, except in CI, where it must run.
-fn require_root(test: &str) -> bool {
-    if is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{test} needs root and CI runs as root"
-    );
-    eprintln!("skipping {test}: needs root to create a file owned by another user");
-    false
-}
-
 /// Writes a file under `key`'s name in `/dev/shm`, as a hostile or foreign
 /// program would.
 fn plant(key: &str, bytes: &[u8]) {
@@ -239,7 +213,10 @@ fn an_empty_object_times_out_within_the_bound() {
 
 #[test]
 fn a_segment_owned_by_another_user_is_permission_denied_and_never_reused() {
-    if !require_root("a_segment_owned_by_another_user_is_permission_denied_and_never_reused") {
+    if !common::require_root(
+        "a_segment_owned_by_another_user_is_permission_denied_and_never_reused",
+        "to make a file owned by another user",
+    ) {
         return;
     }
     let key = unique_key("squat");

@@ -308,12 +308,7 @@ fn killed_attacher_or_creator_leaves_the_live_data_alone() {
 fn creator_killed_mid_initialization_times_out_then_is_reclaimed() {
     const ENTRY: &str = "creator_killed_mid_initialization_times_out_then_is_reclaimed";
     if let Some((_, key)) = role() {
-        let _shm = SharedMemory::<Data>::open_or_create(&key, || {
-            say("initializing");
-            hear(); // never answered: the parent kills us here
-            [0; 4]
-        });
-        unreachable!("the parent kills this process during init");
+        stuck_creator(&key);
     }
     let key = unique_key("mid-init");
     let keys = Keys::new(&[&key]);
@@ -494,6 +489,17 @@ fn fork_child_with_inherited_handle_gets_clear_error_parent_unaffected() {
     assert!(exists(&key));
     drop(shm);
     keys.finish();
+}
+
+/// Child role: creates `key` with an `init` that says "initializing" and
+/// never returns (the parent kills the process there).
+fn stuck_creator(key: &str) -> ! {
+    let _shm = SharedMemory::<Data>::open_or_create(key, || {
+        say("initializing");
+        hear(); // never answered: the parent kills us here
+        [0; 4]
+    });
+    unreachable!("the parent kills this process during init");
 }
 
 fn fork_role(key: &str) {
@@ -685,12 +691,7 @@ fn remover_killed_between_marking_and_unlinking_is_not_waited_for() {
 fn open_or_create_waits_at_most_its_timeout_for_a_stuck_creator() {
     const ENTRY: &str = "open_or_create_waits_at_most_its_timeout_for_a_stuck_creator";
     if let Some((_, key)) = role() {
-        let _shm = SharedMemory::<Data>::open_or_create(&key, || {
-            say("initializing");
-            hear(); // never answered: the parent kills us here
-            [0; 4]
-        });
-        unreachable!("the parent kills this process during init");
+        stuck_creator(&key);
     }
     let key = unique_key("stuck-creator");
     let keys = Keys::new(&[&key]);
