@@ -6,13 +6,18 @@
 //! holds an open-file-description read lock on byte 0, which the kernel drops
 //! when the process dies.
 //!
-//! - *create*: `O_CREAT | O_EXCL`, then a write lock on byte 0 while the header
-//!   and the data are initialized; `state = READY` is published (release), and
-//!   the write lock is converted to a read lock.
+//! - *create*: `O_CREAT | O_EXCL`, then a write lock on byte 0 (and on the
+//!   creator's slot) while the object is sized and reserved
+//!   (`posix_fallocate`), and the header and the data are initialized;
+//!   `state = READY` is published (release), and the write lock on byte 0 is
+//!   converted to a read lock.
 //! - *attach*: take the read lock (a held write lock means a creator is
 //!   initializing, or the last handle is removing the object: wait, with a
-//!   deadline), then check that the state is `READY` and that the name still
-//!   refers to the same file, then validate the header.
+//!   deadline), then read the header (`pread`) and check that the state is
+//!   `READY` — which, under the read lock, also means that the name still
+//!   refers to this file, since every remover marks the state `DESTROYED`
+//!   under the write lock before it removes the name — then validate the
+//!   header and map it and the data in one mapping.
 //! - *detach*: release the read lock, then try a write lock: whoever gets it
 //!   was the last one, marks the state `DESTROYED` and removes the name.
 //! - *reclaim*: `create` on an existing name tries the write lock; if it gets
