@@ -114,6 +114,9 @@ fn lock_unlock(c: &mut Criterion) {
 const STRUCT: [u64; 8] = [1, 2, 3, 4, 5, 6, 7, 8];
 
 fn small_write(c: &mut Criterion) {
+    // The same inlining for every subject: left to itself the compiler
+    // inlines some subjects' `store` into the timing loop and calls others.
+    #[inline(always)]
     fn store(l: &impl Lock) {
         let v = std::hint::black_box(STRUCT);
         l.with(|d| *d = v);

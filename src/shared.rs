@@ -149,6 +149,13 @@ impl Access for ReadOnly {
     const WRITABLE: bool = false;
 }
 
+/// Whether every byte of `value` is zero: what the data of a newly created
+/// object holds already (posix_fallocate(3) reserves zero-filled blocks of a
+/// new, empty file), so writing it would only fault pages in.
+fn is_zero<T: ShmSafe>(value: &T) -> bool {
+    bytemuck::bytes_of(value).iter().all(|&b| b == 0)
+}
+
 fn expected<T: ?Sized + ShmData>() -> Expected {
     let mut desc = String::new();
     <T::Element as ShmSafe>::write_layout(&mut desc);
@@ -911,6 +918,10 @@ impl<T: ShmSafe> Options<T> {
     ) -> Result<SharedMemory<T>, Error> {
         let mut write = |data: *mut u8| {
             let value = init.take().expect("the data is initialized once")();
+            if is_zero(&value) {
+                // A new object's data reads as zeros already.
+                return;
+            }
             // SAFETY: `data` is the start of a fresh writable mapping of
             // `size_of::<T>()` bytes, page aligned (so aligned for `T`), that
             // no other process can see yet; `write` does not read the old
@@ -1000,6 +1011,11 @@ impl<E: ShmSafe> Options<[E]> {
     /// ```
     pub fn create_slice(&self, key: &str, len: usize, fill: E) -> Result<SharedMemory<[E]>, Error> {
         let mut write = |data: *mut u8| {
+            if is_zero(&fill) {
+                // A new object's data reads as zeros already: do not touch
+                // (and so fault in) every page of a large zero-filled slice.
+                return;
+            }
             let data = data.cast::<E>();
             for i in 0..len {
                 // SAFETY: `data` starts a fresh writable mapping of
@@ -1028,6 +1044,22 @@ mod tests {
     assert_not_impl_any!(Guard<'static, [u8], ReadOnly>: Send);
     assert_impl_all!(Guard<'static, u64>: Sync);
     assert_impl_all!(crate::Error: Send, Sync, std::error::Error);
+
+    #[test]
+    fn zero_initial_data_is_not_written_yet_reads_as_zeros() {
+        let key = format!("unit-zero-init-{}", std::process::id());
+        // A segment with other bytes under the same key first.
+        let old = SharedMemory::<[u64; 512]>::create(&key, [u64::MAX; 512]).unwrap();
+        drop(old);
+        let new = SharedMemory::<[u64; 512]>::create(&key, [0; 512]).unwrap();
+        assert!(new.lock().unwrap().iter().all(|&v| v == 0));
+        drop(new);
+        let slice = SharedMemory::<[u32]>::create_slice(&key, 3000, 0).unwrap();
+        assert!(slice.lock().unwrap().iter().all(|&v| v == 0));
+        drop(slice);
+        let filled = SharedMemory::<[u32]>::create_slice(&key, 3000, 5).unwrap();
+        assert!(filled.lock().unwrap().iter().all(|&v| v == 5));
+    }
 
     #[test]
     fn handles_are_shared_by_threads_that_take_turns() {
