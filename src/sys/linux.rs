@@ -147,8 +147,10 @@ pub(crate) fn protect_read_only(ptr: *mut u8, len: usize) -> io::Result<()> {
 
 /// This process's effective uid, as last seen. `expected` is the uid a caller
 /// hopes for: a cached value that differs from it is confirmed with a fresh
-/// geteuid(2), so a process that changed its uid is never misjudged, and the
-/// common case costs no system call.
+/// geteuid(2), so a file of the current uid is never refused, and the common
+/// case costs no system call. A process that changed its effective uid (a
+/// daemon dropping root) may still accept files of the uid it had when it
+/// last looked; the kernel's own permission check on open still applies.
 pub(crate) fn effective_uid(expected: u32) -> u32 {
     static EUID: std::sync::atomic::AtomicU64 = AtomicU64::new(u64::MAX);
     let cached = EUID.load(Ordering::Relaxed);
