@@ -175,6 +175,11 @@ pub fn native_key(key: &str) -> Result<String, Error> {
     key::native_key(key)
 }
 
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 #[doc(hidden)]
 #[path = "private.rs"]
 pub mod __private;
