@@ -103,22 +103,6 @@ fn unknown(key: &str, call: &str, e: std::io::Error) -> Error {
     Error::os(call, key, e)
 }
 
-/// Copies the header out of a mapping, one volatile word at a time: other
-/// processes may be writing its atomic fields concurrently.
-fn copy_header(ptr: *const u8) -> [u8; HEADER_SIZE] {
-    let mut out = [0u8; HEADER_SIZE];
-    let words = ptr.cast::<u64>();
-    for (i, chunk) in out.chunks_exact_mut(8).enumerate() {
-        // SAFETY: read_volatile requires a valid, aligned pointer: `ptr` is the
-        // start of a live mapping of at least HEADER_SIZE bytes (the caller
-        // maps HEADER_SIZE bytes at offset 0, which is page aligned), and
-        // `i < HEADER_SIZE / 8`, so every word read is inside it and 8-aligned.
-        let w = unsafe { words.wrapping_add(i).read_volatile() };
-        chunk.copy_from_slice(&w.to_ne_bytes());
-    }
-    out
-}
-
 /// The atomic `u32` at `offset` in a header mapping.
 ///
 /// # Safety
@@ -155,13 +139,6 @@ fn map_all(fd: &OwnedFd, key: &str, len: usize) -> Result<MmapRaw, Error> {
         .map_err(|e| map_error(key, "the segment", e))
 }
 
-fn map_header(fd: &OwnedFd, key: &str) -> Result<MmapRaw, Error> {
-    MmapOptions::new()
-        .len(HEADER_SIZE)
-        .map_raw(fd.as_raw_fd())
-        .map_err(|e| map_error(key, "the segment header", e))
-}
-
 /// Whether `native` still names the file `st` (compared by device and inode).
 fn name_refers_to(native: &str, st: &Stat) -> bool {
     sys::name_stat(native).is_ok_and(|n| n.same_file(st))
@@ -170,7 +147,7 @@ fn name_refers_to(native: &str, st: &Stat) -> bool {
 /// Where this process starts looking for a free slot: just after the slot
 /// it took last, so a process that attaches again and again finds a free
 /// slot at the first try (the creator's slot is the first one).
-static SLOT_HINT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(SLOT_BASE + 1);
+static SLOT_HINT: AtomicU64 = AtomicU64::new(SLOT_BASE + 1);
 
 /// Write-locks a free attachment slot of `fd`, so that `attach_count` finds
 /// this handle.
@@ -784,14 +761,16 @@ fn reclaim(key: &str, native: &str, cname: &CString) -> Result<(), Error> {
         if st.size < HEADER_SIZE as u64 {
             return Err(foreign());
         }
-        let map = map_header(&fd, key)?;
-        let bytes = copy_header(map.as_ptr());
+        // We hold the write lock, so nobody writes the header meanwhile.
+        let mut bytes = [0u8; HEADER_SIZE];
+        sys::pread_exact(&fd, &mut bytes, 0).map_err(|e| unknown(key, "pread", e))?;
         let zeroed = bytes.iter().all(|&b| b == 0);
         if !zeroed && !header::same_format(&bytes, sys::page_size()) {
             // Not ours, or written by another version or build of this
             // library, whose liveness protocol we cannot assume.
             return Err(foreign());
         }
+        let map = map_all(&fd, key, HEADER_SIZE)?;
         // SAFETY: `map` is a live HEADER_SIZE-byte mapping at offset 0 that
         // outlives this use; offset 352 is 4-aligned; `state` is only accessed
         // atomically.
