@@ -14,9 +14,10 @@
 //!   free.
 //! - **Crash-safe.** A holder that dies (even by `SIGKILL`) never deadlocks the
 //!   others: the next locker gets a [`PoisonError`], std-style, with the data
-//!   as the dead holder left it. The segment disappears when the last attached
-//!   process detaches — also when some of them were killed — and a segment
-//!   left by processes that all died is reclaimed by the next `create`.
+//!   as the dead holder left it. The segment is removed when the last handle,
+//!   in any process, is dropped or detached — also when other attached
+//!   processes were killed. See [Lifetime](#lifetime) for what happens when
+//!   all of them die.
 //!
 //! [`try_lock`]: SharedMemory::try_lock
 //! [`lock_timeout`]: SharedMemory::lock_timeout
@@ -85,6 +86,29 @@
 //! readers fault (`SIGBUS`): named POSIX shared-memory objects cannot be
 //! sealed on Linux.
 //!
+//! # Lifetime
+//!
+//! The kernel, not a counter in the segment, knows who is attached (each
+//! handle holds a lock on the object that the kernel releases when its
+//! process dies). So the last handle to go, in any process, removes the
+//! segment, whether the others detached or were killed.
+//!
+//! A segment whose users *all* died without detaching (killed, crashed, or
+//! ended with `std::process::exit`, which skips `Drop`) is not removed then:
+//! no process is left to do it, and nothing runs in the background. It stays
+//! in `/dev/shm`, holding its memory, until its key is used again:
+//!
+//! - the next [`create`](SharedMemory::create) or
+//!   [`open_or_create`](SharedMemory::open_or_create) of that key (by the
+//!   same user) removes it and makes a fresh segment;
+//! - an [`attach`](SharedMemory::attach) attaches to it as the dead processes
+//!   left it — its lock poisoned if one of them died holding it — and the
+//!   last handle to go after that removes it as usual.
+//!
+//! Until then, once no process uses it, it can also be removed by hand: it
+//! is the file `/dev/shm` followed by its [`native_key`] (for example
+//! `/dev/shm/tshm_telemetry`).
+//!
 //! # Coming from Qt
 //!
 //! | QSharedMemory | typed-shm |
@@ -102,7 +126,9 @@
 //!
 //! Unlike Qt, a lock is a futex in the segment (no system call when free), a
 //! crashed holder is reported instead of leaving the data silently
-//! half-written, segments never leak on Linux, and there are
+//! half-written, a segment is removed by its last user even when the others
+//! crashed (and, when all of them crashed, reclaimed by the next `create` of
+//! its key, see [Lifetime](#lifetime)), and there are
 //! [`try_lock`](SharedMemory::try_lock) and
 //! [`lock_timeout`](SharedMemory::lock_timeout).
 //!
