@@ -216,11 +216,17 @@ impl std::error::Error for Error {
 /// ```
 pub struct PoisonError<G> {
     guard: G,
+    /// The segment's key (the poisoned path is cold: one allocation there
+    /// keeps the hot path free of any).
+    segment: Box<str>,
 }
 
 impl<G> PoisonError<G> {
-    pub(crate) fn new(guard: G) -> Self {
-        PoisonError { guard }
+    pub(crate) fn new(guard: G, segment: &str) -> Self {
+        PoisonError {
+            guard,
+            segment: segment.into(),
+        }
     }
 
     /// Takes the guard out: the lock stays held until it is dropped.
@@ -268,11 +274,12 @@ impl<G> PoisonError<G> {
 }
 
 /// Says what happened and where the guard is, without requiring `G: Debug`
-/// (as `std::sync::PoisonError`): `PoisonError { cause: "a holder died …",
-/// guard: "inside …", .. }`.
+/// (as `std::sync::PoisonError`): `PoisonError { segment: "stats", cause: "a
+/// holder died …", guard: "inside …", .. }`.
 impl<G> fmt::Debug for PoisonError<G> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PoisonError")
+            .field("segment", &self.segment)
             .field(
                 "cause",
                 &"a holder died (killed, crashed) or panicked while holding the lock; the data may \
@@ -405,7 +412,8 @@ mod tests {
             panic!("a panic under the lock poisons it");
         };
         let debug = format!("{poisoned:?}");
-        assert!(debug.starts_with("PoisonError { cause: "), "{debug}");
+        let head = format!("PoisonError {{ segment: {key:?}, cause: ");
+        assert!(debug.starts_with(&head), "{debug}");
         assert!(debug.contains("died (killed, crashed) or panicked"), "{debug}");
         assert!(debug.contains("into_inner()"), "{debug}");
         assert!(debug.ends_with(", .. }"), "{debug}");
@@ -415,7 +423,7 @@ mod tests {
             panic!("the poison is sticky");
         };
         let debug = format!("{:?}", TryLockError::Poisoned(p));
-        assert!(debug.starts_with("Poisoned(PoisonError { cause: "), "{debug}");
+        assert!(debug.starts_with(&format!("Poisoned({head}")), "{debug}");
         shm.clear_poison();
         shm.detach().unwrap();
         assert!(!std::path::Path::new(&format!("/dev/shm/tshm_{key}")).exists());

@@ -459,10 +459,11 @@ impl<T: ?Sized + ShmData, A: Access> SharedMemory<T, A> {
         match outcome {
             // SAFETY: the outcome says this thread now holds the lock.
             Outcome::Locked => Ok(unsafe { Guard::new(self) }),
-            // SAFETY: as above.
-            Outcome::Poisoned => Err(TryLockError::Poisoned(PoisonError::new(unsafe {
-                Guard::new(self)
-            }))),
+            Outcome::Poisoned => Err(TryLockError::Poisoned(PoisonError::new(
+                // SAFETY: as above.
+                unsafe { Guard::new(self) },
+                self.key(),
+            ))),
             Outcome::WouldBlock => Err(TryLockError::WouldBlock),
             Outcome::TimedOut => Err(TryLockError::TimedOut),
         }
