@@ -86,6 +86,39 @@
 //! readers fault (`SIGBUS`): named POSIX shared-memory objects cannot be
 //! sealed on Linux.
 //!
+//! Two rules keep point 2 true when the kernel recovers a lock. The kernel
+//! tracks a robust lock's owner by *thread id*, and marks the lock
+//! owner-dead (handing it to the next locker) when that thread ends or its
+//! id seems to die. Neither may hand the data to a second holder while the
+//! first may still use it:
+//!
+//! - **A lock passes on only when the process that held it is gone.** A
+//!   thread that ends while it holds a lock — its guard leaked with
+//!   `Box::leak` or `mem::forget` while the handle lives — could leave
+//!   references to the data with the threads that remain. So the process
+//!   aborts, with a message on standard error that names the segment (std's
+//!   `Mutex` keeps a leaked lock held instead; an abort tells you at once).
+//!   A thread may end holding the lock of a handle that was already dropped:
+//!   nothing can borrow from a dropped handle, so the lock then passes on
+//!   with the poison. A process that dies by any cause releases its locks to
+//!   the others, poisoned.
+//! - **Every process that shares a segment is in one PID namespace.** Thread
+//!   ids repeat across PID namespaces (two containers sharing `/dev/shm`),
+//!   and a robust lock cannot tell their threads apart: a waiter killed in
+//!   one namespace can make the kernel mark a lock held in another as
+//!   owner-dead. The segment records its creator's PID namespace;
+//!   [`attach`](SharedMemory::attach) and
+//!   [`open_or_create`](SharedMemory::open_or_create) from another one fail
+//!   with [`ErrorKind::LockError`], saying so. Share the PID namespace (for
+//!   example `docker run --pid=host` or `--pid=container:NAME`, or
+//!   `shareProcessNamespace` in a Kubernetes pod).
+//!
+//! A handle or guard inherited by a `fork()` child is inert there: lock calls
+//! panic, `detach` is a `LockError`, and dropping an inherited guard leaves
+//! the parent's lock alone. The lock itself never unwinds through a state the
+//! design rules out: a failed unlock, or a failed repair of a lock whose
+//! owner died, aborts the process with a message.
+//!
 //! # Lifetime
 //!
 //! The kernel, not a counter in the segment, knows who is attached (each
