@@ -815,3 +815,89 @@ fn a_guard_in_a_thread_local_is_released_when_its_thread_ends() {
     drop(shm);
     keys.finish();
 }
+
+/// Waits up to `timeout` for the forked process `pid`; returns its exit
+/// code, or `None` after killing it when it did not end in time.
+fn reap_within(pid: i32, timeout: Duration) -> Option<i32> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid(2) with our own child's pid and a valid pointer.
+        let rc = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        assert!(rc == 0 || rc == pid, "waitpid");
+        if rc == pid {
+            return libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+        }
+        if Instant::now() >= deadline {
+            // SAFETY: kill(2) on our own child, not yet reaped.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            reap(pid);
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Child role of `fork_while_other_threads_open_and_close_handles_never_deadlocks`:
+/// two threads open and drop handles in a loop (each registers with, and
+/// leaves, the per-process list of locks checked when a thread ends) while
+/// this thread forks; every forked process attaches, locks and exits. A
+/// forked child that inherited that list's lock mid-change would hang.
+fn fork_churn(key: &str) {
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let forks = std::env::var("TSHM_FORKS").map_or(1000, |v| v.parse().expect("a number"));
+    let failures = std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let h = SharedMemory::<Data>::attach(key).expect("attach");
+                    drop(h.lock().expect("not poisoned"));
+                }
+            });
+        }
+        let mut failures = 0;
+        for _ in 0..forks {
+            // SAFETY: fork(2) has no memory preconditions. The forked process
+            // attaches, locks and leaves with _exit; the point of the test is
+            // that the library's own state is consistent there.
+            let pid = unsafe { libc::fork() };
+            assert!(pid >= 0, "fork");
+            if pid == 0 {
+                // SAFETY: prctl(2) PR_SET_PDEATHSIG takes a signal number.
+                unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+                let ok = SharedMemory::<Data>::attach(key).is_ok_and(|h| h.lock().is_ok());
+                // SAFETY: _exit(2) ends the forked process without running
+                // the parent's destructors or atexit handlers.
+                unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+            }
+            if reap_within(pid, Duration::from_secs(5)) != Some(0) {
+                failures += 1;
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        failures
+    });
+    say(&format!("forked {forks}, failed {failures}"));
+}
+
+/// `fork()` while another thread opens and closes handles: the library's
+/// per-process state (the list of locks checked when a thread ends) is held
+/// still across the fork, so the forked process can attach and lock — it
+/// never inherits that state half-changed or locked forever.
+#[test]
+fn fork_while_other_threads_open_and_close_handles_never_deadlocks() {
+    const ENTRY: &str = "fork_while_other_threads_open_and_close_handles_never_deadlocks";
+    if let Some((_, key)) = role() {
+        return fork_churn(&key);
+    }
+    let key = unique_key("fork-churn");
+    let keys = Keys::new(&[&key]);
+    let shm = SharedMemory::<Data>::create(&key, [0; 4]).expect("create");
+    let mut c = Child::spawn(ENTRY, "churn", &key, &[]);
+    let line = c.next_line(Duration::from_secs(50));
+    assert!(line.ends_with("failed 0"), "{line}");
+    c.wait_success(LINE);
+    assert!(!shm.is_poisoned());
+    drop(shm);
+    keys.finish();
+}
