@@ -355,7 +355,8 @@ fn creator_killed_mid_initialization_times_out_then_is_reclaimed() {
 }
 
 /// What a creator killed at the very first steps leaves: an empty object (died
-/// right after `shm_open`) or a zero-filled one (died after `ftruncate`).
+/// right after `shm_open`) or a zero-filled one (died after reserving its
+/// size with `posix_fallocate`).
 /// `attach` times out within its bound, `open_or_create` reclaims.
 #[test]
 fn creator_killed_before_writing_the_header_is_reclaimed() {

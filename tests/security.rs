@@ -3,8 +3,8 @@
 //! key, planted symbolic links, writes through a read-only mapping, and a user
 //! with read permission only.
 //!
-//! Tests that switch users need root; without it they skip with a printed
-//! reason (and fail when `CI=true`).
+//! Parts that switch users need root; without it they are skipped, printed
+//! and counted (`common::skip`), and fail instead when `CI` is set.
 #![allow(unsafe_code)]
 
 mod common;
@@ -491,47 +491,61 @@ fn write_through_a_read_only_guard_faults_in_that_process_only() {
     keys.finish();
 }
 
+/// What a user with read permission only gets: `PermissionDenied`, saying
+/// that a handle, even a read-only one, needs write permission.
+fn check_read_only_user(who: &str, key: &str) {
+    let e = SharedMemory::<Data>::attach(key).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{who}: {e}");
+    assert!(e.to_string().contains("write permission"), "{who}: {e}");
+    let e = SharedMemory::<Data, ReadOnly>::attach(key).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{who}: {e}");
+    assert!(
+        e.to_string().contains("read-only handles need write permission"),
+        "{who}: {e}"
+    );
+}
+
+/// The owner of a segment after `chmod 0400` (not root: root passes every
+/// mode check).
+fn check_owner_with_mode_0400(key: &str) {
+    let own = format!("{key}-own");
+    let shm = SharedMemory::<Data>::create(&own, [0; 4]).unwrap();
+    std::fs::set_permissions(shm_path(&own), std::fs::Permissions::from_mode(0o400)).unwrap();
+    check_read_only_user("owner, mode 0400", &own);
+    drop(shm);
+    assert!(!common::exists(&own));
+}
+
 /// A user who may only read the object gets `PermissionDenied` whose message
 /// says why (a handle, even read-only, needs write permission: locking writes
-/// to the segment) — another user with mode 0644, and the owner after
-/// `chmod 0400`.
+/// to the segment) — the owner after `chmod 0400` (run as this user when it
+/// is not root, else in a child that switched to an unprivileged user), and
+/// another user with mode 0644 (needs root to switch users).
 #[test]
 fn read_permission_only_is_permission_denied_that_says_why() {
     const ENTRY: &str = "read_permission_only_is_permission_denied_that_says_why";
     if let Some((role, key)) = role() {
         become_user(NOBODY);
-        let check = |who: &str| {
-            let e = SharedMemory::<Data>::attach(&key).unwrap_err();
-            assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{who}: {e}");
-            assert!(e.to_string().contains("write permission"), "{who}: {e}");
-            let e = SharedMemory::<Data, ReadOnly>::attach(&key).unwrap_err();
-            assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{who}: {e}");
-            assert!(
-                e.to_string().contains("read-only handles need write permission"),
-                "{who}: {e}"
-            );
-        };
         if role == "other-user" {
-            check("another user, mode 0644");
+            check_read_only_user("another user, mode 0644", &key);
         } else {
-            let own = format!("{key}-own");
-            let shm = SharedMemory::<Data>::create(&own, [0; 4]).unwrap();
-            std::fs::set_permissions(shm_path(&own), std::fs::Permissions::from_mode(0o400)).unwrap();
-            let e = SharedMemory::<Data>::attach(&own).unwrap_err();
-            assert_eq!(e.kind(), ErrorKind::PermissionDenied, "owner, mode 0400: {e}");
-            assert!(e.to_string().contains("write permission"), "{e}");
-            drop(shm);
-            assert!(!common::exists(&own));
+            check_owner_with_mode_0400(&key);
         }
         say("denied");
-        return;
-    }
-    if !require_root(ENTRY, "switches to another user") {
         return;
     }
     let key = unique_key("read-only-user");
     let own = format!("{key}-own");
     let keys = Keys::new(&[&key, &own]);
+    // SAFETY: geteuid(2) takes no arguments and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        // The part that needs no other user runs here.
+        check_owner_with_mode_0400(&key);
+    }
+    if !require_root(ENTRY, "switches to another user") {
+        keys.finish();
+        return;
+    }
     let shm = SharedMemory::<Data>::options()
         .mode(0o644)
         .create(&key, [0; 4])
