@@ -225,6 +225,15 @@ impl Child {
         }
     }
 
+    /// The next marked line within `timeout`, or `None` if none came (the
+    /// caller says what that means).
+    pub fn lines_within(&mut self, timeout: Duration) -> Option<String> {
+        match self.lines.recv_timeout(timeout) {
+            Ok(Out::Line(l)) => Some(l),
+            _ => None,
+        }
+    }
+
     /// Waits for the marked line `expected`; panics on another line or timeout.
     pub fn expect(&mut self, expected: &str, timeout: Duration) {
         let got = self.next_line(timeout);
