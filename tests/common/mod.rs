@@ -320,7 +320,7 @@ static SKIPPED: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
 /// Writes straight to the standard error stream: the harness captures what
 /// `eprintln!` prints in a passing test, and a skip must be seen.
-fn tell(msg: &str) {
+pub fn tell(msg: &str) {
     let _ = std::io::stderr().write_all(msg.as_bytes());
 }
 
@@ -403,6 +403,25 @@ impl Child {
             }
             std::thread::sleep(Duration::from_millis(2));
         }
+    }
+
+    /// How the child ended, if it has (without waiting).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.proc.try_wait().expect("try_wait")
+    }
+
+    /// Kills a child that must still be running with SIGKILL, and returns
+    /// how it ended (the caller checks that the kill ended it).
+    ///
+    /// # Panics
+    ///
+    /// If the child had already ended by itself.
+    pub fn kill_running(&mut self) -> std::process::ExitStatus {
+        if let Some(status) = self.exited() {
+            panic!("child {:?} ended before it was killed: {status}", self.role);
+        }
+        self.proc.kill().expect("kill");
+        self.proc.wait().expect("wait")
     }
 
     /// Sends `signal` to the child (without reaping it).
