@@ -179,9 +179,11 @@ fn expected<T: ?Sized + ShmData>() -> Expected {
 ///
 /// The segment is removed when the last handle, in any process, is dropped or
 /// [detached](SharedMemory::detach) — also when some of the attached processes
-/// were killed without detaching. A segment left behind by processes that all
-/// died is reclaimed by the next [`create`](SharedMemory::create) or
-/// [`open_or_create`](SharedMemory::open_or_create) of its key.
+/// were killed without detaching. A segment of the same type left behind by
+/// processes that all died is reclaimed by the next
+/// [`create`](SharedMemory::create) or
+/// [`open_or_create`](SharedMemory::open_or_create) of its key; any other file
+/// under the key (foreign, another type, a bad header) is left untouched.
 ///
 /// # Trust model
 ///
@@ -623,8 +625,8 @@ impl<T: ShmSafe> SharedMemory<T, ReadWrite> {
     /// # Errors
     ///
     /// [`AlreadyExists`](crate::ErrorKind::AlreadyExists) if a live segment
-    /// (or a file that is not a typed-shm segment, or another user's) has this
-    /// key; [`KeyError`](crate::ErrorKind::KeyError) for a bad key;
+    /// (or a file that is not a typed-shm segment of this type, or another
+    /// user's) has this key; [`KeyError`](crate::ErrorKind::KeyError) for a bad key;
     /// [`InvalidSize`](crate::ErrorKind::InvalidSize) for a zero-sized `T`;
     /// [`OutOfResources`](crate::ErrorKind::OutOfResources) when memory,
     /// `/dev/shm`, the file-size limit or file descriptors run out;
