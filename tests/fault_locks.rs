@@ -17,8 +17,10 @@ use typed_shm::{SharedMemory, TryLockError, TryLockResult};
 type Data = [u64; 4];
 
 const LINE: Duration = Duration::from_secs(10);
-/// How soon a dead holder must be reported ("milliseconds"; generous for a
-/// loaded 2-core machine).
+/// How soon a dead holder must be reported. Measured: microseconds for the
+/// first call after the death, a few milliseconds for a waiter already
+/// blocked in another process; the bound is generous for a loaded 2-core
+/// machine, and the README states both (the figure and the bound).
 const PROMPT: Duration = Duration::from_millis(500);
 
 /// Which lock call a child or thread makes.
