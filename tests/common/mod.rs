@@ -328,8 +328,8 @@ extern "C" fn report_skips() {
     let skipped = SKIPPED.lock().unwrap_or_else(|p| p.into_inner());
     if !skipped.is_empty() {
         tell(&format!(
-            "\nSKIPPED: {} test part(s) of this test binary did not run (they need root; with CI set \
-             they fail instead):\n{}\n",
+            "\nSKIPPED: {} test part(s) of this test binary did not run (with CI set they fail \
+             instead):\n{}\n",
             skipped.len(),
             skipped
                 .iter()
