@@ -306,9 +306,10 @@ impl<T: ?Sized + ShmData, A: Access> SharedMemory<T, A> {
     ///
     /// ```
     /// # use typed_shm::SharedMemory;
-    /// let shm = SharedMemory::<u8>::create("doc-native-key", 0)?;
-    /// assert_eq!(shm.native_key(), "/tshm_doc-native-key");
-    /// assert!(std::path::Path::new("/dev/shm/tshm_doc-native-key").exists());
+    /// # let key = format!("doc-native-key-{}", std::process::id());
+    /// let shm = SharedMemory::<u8>::create(&key, 0)?;
+    /// assert_eq!(shm.native_key(), format!("/tshm_{key}"));
+    /// assert!(std::path::Path::new(&format!("/dev/shm/tshm_{key}")).exists());
     /// # Ok::<(), typed_shm::Error>(())
     /// ```
     pub fn native_key(&self) -> &str {
@@ -569,9 +570,10 @@ impl<T: ?Sized + ShmData, A: Access> SharedMemory<T, A> {
     ///
     /// ```
     /// # use typed_shm::SharedMemory;
-    /// let shm = SharedMemory::<u8>::create("doc-detach", 0)?;
+    /// # let key = format!("doc-detach-{}", std::process::id());
+    /// let shm = SharedMemory::<u8>::create(&key, 0)?;
     /// shm.detach()?;
-    /// assert!(!std::path::Path::new("/dev/shm/tshm_doc-detach").exists());
+    /// assert!(!std::path::Path::new(&format!("/dev/shm/tshm_{key}")).exists());
     /// # Ok::<(), typed_shm::Error>(())
     /// ```
     pub fn detach(mut self) -> Result<(), Error> {
@@ -856,7 +858,7 @@ impl<T: ?Sized + ShmData> Options<T> {
     /// use typed_shm::{ErrorKind, SharedMemory};
     /// let err = SharedMemory::<u8>::options()
     ///     .timeout(Duration::from_millis(10))
-    ///     .attach("doc-timeout-missing")
+    ///     .attach(&format!("doc-timeout-missing-{}", std::process::id()))
     ///     .unwrap_err();
     /// assert_eq!(err.kind(), ErrorKind::NotFound);
     /// ```
