@@ -1,8 +1,9 @@
 //! The kill storm: worker processes, each with several threads, update a
 //! two-step invariant under the lock (`a += 1; …; b = a`) while the parent
 //! SIGKILLs workers at random moments and starts new ones. Threads also
-//! re-open their handles, panic under the lock, or forget their guard (and
-//! then wait, never ending, for the parent to kill their process).
+//! re-open their handles, panic under the lock, or forget their guard, say
+//! so, and SIGKILL their own process (a thread that ends holding a lock is
+//! not a case of poison: see the README).
 //!
 //! One worker, the *steady* one, is never killed during the first two thirds
 //! of the storm: its lock calls are checked against the bound for many
@@ -10,13 +11,15 @@
 //! once, so that `open_or_create` must reclaim.
 //!
 //! What must hold: every worker is alive until its kill and dies of that
-//! SIGKILL; no thread panics unexpectedly (a panic ends its worker at once
+//! SIGKILL (or of its own, right after saying it forgot a guard); no thread panics unexpectedly (a panic ends its worker at once
 //! and fails the test); no lock call blocks beyond its bound; every broken
 //! invariant a thread finds came with a poison report; kills themselves
 //! cause poison (counted apart from the test's own panics and forgotten
 //! guards); `open_or_create` always succeeds; nothing is left in `/dev/shm`.
 //!
 //! `TSHM_STORM_SECS` sets the length (default 15 s, at least 12 s).
+
+#![allow(unsafe_code)]
 
 mod common;
 
@@ -132,8 +135,6 @@ struct Shared {
     stop: AtomicBool,
     /// The steady worker never forgets a guard (nobody would kill it).
     steady: bool,
-    /// Set by a thread that forgot its guard (it then waits to be killed).
-    forgot: AtomicBool,
     stats: Stats,
     /// The highest update count any thread of this process saw, recorded
     /// under the lock: while this process stays attached (it holds an anchor
@@ -143,7 +144,7 @@ struct Shared {
 }
 
 /// One worker thread; returns when `stop` is set. A thread that forgets its
-/// guard never returns: it waits for the parent to kill its process.
+/// guard never returns: it kills its process.
 fn work(key: &str, seed: u64, shared: &Shared, in_call: &AtomicU64, start: Instant) {
     let stats = &shared.stats;
     let mut rng = Rng::new(seed);
@@ -221,16 +222,17 @@ fn work(key: &str, seed: u64, shared: &Shared, in_call: &AtomicU64, start: Insta
                 }));
                 continue;
             }
-            1 if !shared.steady && !shared.stop.load(Ordering::Relaxed) => {
-                // Forget the guard half-way through, and never end this
-                // thread: the parent kills this process when told.
+            1 if !shared.steady => {
+                // Forget the guard half-way through, say so, and die of
+                // SIGKILL before this thread could end.
                 g[3] = CAUSE_FORGOT;
                 std::mem::forget(g);
-                shared.forgot.store(true, Ordering::Relaxed);
                 say("forgot");
-                loop {
-                    std::thread::park();
-                }
+                let me = std::process::id() as i32;
+                // SAFETY: kill(2) has no memory preconditions; it ends this
+                // very process.
+                unsafe { libc::kill(me, libc::SIGKILL) };
+                unreachable!("SIGKILL cannot be caught");
             }
             _ => {}
         }
@@ -253,7 +255,6 @@ fn worker(key: &str, steady: bool) {
     let shared = Arc::new(Shared {
         stop: AtomicBool::new(false),
         steady,
-        forgot: AtomicBool::new(false),
         stats: Stats::default(),
         seen: AtomicU64::new(0),
     });
@@ -289,13 +290,6 @@ fn worker(key: &str, steady: bool) {
         .collect();
     assert_eq!(hear(), "stop");
     shared.stop.store(true, Ordering::Relaxed);
-    if shared.forgot.load(Ordering::Relaxed) {
-        // A thread holds a forgotten guard and never ends: wait for the kill.
-        say("forgot");
-        loop {
-            std::thread::park();
-        }
-    }
     for t in threads {
         // A panic never reaches here: the hook ended the process.
         t.join().expect("worker thread");
@@ -339,7 +333,7 @@ struct Worker {
     child: Child,
     steady: bool,
     born: Instant,
-    /// It said it forgot a guard: kill it now.
+    /// It said it forgot a guard (and then kills itself).
     forgot: bool,
 }
 
@@ -347,6 +341,8 @@ struct Storm {
     key: String,
     totals: Totals,
     kills: usize,
+    /// Workers that killed themselves after forgetting a guard.
+    self_kills: usize,
     massacres: usize,
     /// Lifetimes of steady workers when they were killed or stopped.
     steady_lives: Vec<Duration>,
@@ -366,24 +362,47 @@ impl Storm {
         }
     }
 
+    /// Takes in one line of a worker.
+    fn hear(&mut self, w: &mut Worker, line: &str) {
+        assert!(!line.starts_with("FAIL"), "a worker failed: {line}");
+        if let Some(n) = line.strip_prefix("tick ") {
+            self.totals.add(n);
+        } else if line == "forgot" {
+            w.forgot = true;
+        }
+    }
+
+    /// Whether `w` ended: only a worker that said it forgot a guard may end
+    /// by itself, and only by its own SIGKILL; anything else fails at once.
+    fn ended(&mut self, w: &mut Worker) -> bool {
+        let Some(status) = w.child.exited() else {
+            return false;
+        };
+        // Its last words: everything it printed before it died.
+        while let Some(line) = w.child.lines_within(Duration::from_secs(5)) {
+            self.hear(w, &line);
+        }
+        assert!(
+            w.forgot && common::killed_by(&status) == Some(libc::SIGKILL),
+            "a worker ended before it was killed: {status}"
+        );
+        self.self_kills += 1;
+        if w.steady {
+            self.steady_lives.push(w.born.elapsed());
+        }
+        true
+    }
+
     /// Reads what the workers said; fails at once on a failure report or on
-    /// a worker that ended by itself.
+    /// a worker that ended by itself (other than after forgetting a guard:
+    /// that one is replaced).
     fn check(&mut self, workers: &mut [Worker]) {
         for w in workers.iter_mut() {
             while let Some(line) = w.child.try_line() {
-                assert!(!line.starts_with("FAIL"), "a worker failed: {line}");
-                if let Some(n) = line.strip_prefix("tick ") {
-                    self.totals.add(n);
-                } else if line == "forgot" {
-                    w.forgot = true;
-                }
+                self.hear(w, &line);
             }
-            if let Some(status) = w.child.exited() {
-                // Its last words, if any, say why.
-                while let Some(line) = w.child.try_line() {
-                    assert!(!line.starts_with("FAIL"), "a worker failed: {line}");
-                }
-                panic!("a worker ended before it was killed: {status}");
+            if self.ended(w) {
+                *w = self.spawn(w.steady);
             }
         }
     }
@@ -391,10 +410,16 @@ impl Storm {
     /// Kills `w`, which must still be running, and checks that the SIGKILL
     /// is what ended it.
     fn kill(&mut self, w: &mut Worker) {
+        if self.ended(w) {
+            // It killed itself after forgetting a guard, just now.
+            return;
+        }
         if w.steady {
             self.steady_lives.push(w.born.elapsed());
         }
-        let status = w.child.kill_running();
+        // (If it kills itself in between, that is a SIGKILL too, and it said
+        // "forgot" first; an exit of its own shows here.)
+        let status = w.child.kill_and_reap();
         assert_eq!(
             common::killed_by(&status),
             Some(libc::SIGKILL),
@@ -416,6 +441,7 @@ fn kill_storm_never_wedges_never_hides_a_broken_invariant_leaves_nothing() {
         key: key.clone(),
         totals: Totals::default(),
         kills: 0,
+        self_kills: 0,
         massacres: 0,
         steady_lives: Vec::new(),
     };
@@ -431,15 +457,6 @@ fn kill_storm_never_wedges_never_hides_a_broken_invariant_leaves_nothing() {
     while Instant::now() < end {
         std::thread::sleep(Duration::from_millis(5));
         storm.check(&mut workers);
-        // A worker whose thread forgot its guard holds the lock until its
-        // process dies: kill it now.
-        for i in 0..workers.len() {
-            if workers[i].forgot {
-                let mut w = workers.remove(i);
-                storm.kill(&mut w);
-                workers.insert(i, storm.spawn(w.steady));
-            }
-        }
         if Instant::now() < next_kill {
             continue;
         }
@@ -470,15 +487,17 @@ fn kill_storm_never_wedges_never_hides_a_broken_invariant_leaves_nothing() {
     let mut last_steady_life = None;
     for w in &mut workers {
         loop {
-            let line = w.child.next_line(Duration::from_secs(30));
-            assert!(!line.starts_with("FAIL"), "a worker failed: {line}");
-            if let Some(n) = line.strip_prefix("tick ") {
-                storm.totals.add(n);
-            } else if line == "forgot" {
-                let status = w.child.kill_running();
-                assert_eq!(common::killed_by(&status), Some(libc::SIGKILL), "{status}");
+            let Some(line) = w.child.lines_within(Duration::from_secs(30)) else {
+                // No more lines: it must have ended, after forgetting a guard.
+                let status = w.child.wait_exit(Duration::from_secs(10));
+                assert!(
+                    w.forgot && common::killed_by(&status) == Some(libc::SIGKILL),
+                    "a stopped worker ended without its stats: {status}"
+                );
+                storm.self_kills += 1;
                 break;
-            } else if let Some(n) = line.strip_prefix("stats ") {
+            };
+            if let Some(n) = line.strip_prefix("stats ") {
                 let (counts, ms) = n.rsplit_once(' ').expect("stats line");
                 storm.totals.add(counts);
                 let ms: u64 = ms.parse().expect("milliseconds");
@@ -490,17 +509,20 @@ fn kill_storm_never_wedges_never_hides_a_broken_invariant_leaves_nothing() {
                 assert!(status.success(), "a stopped worker failed: {status}");
                 break;
             }
+            storm.hear(w, &line);
         }
     }
     let t = &storm.totals;
     let first_steady = storm.steady_lives.first().copied().or(last_steady_life);
     common::tell(&format!(
-        "storm: {} kills ({} of everyone), {} updates in {} lock calls (slowest {slowest} ms at \
+        "storm: {} kills ({} of everyone) and {} workers that killed themselves after forgetting \
+         a guard, {} updates in {} lock calls (slowest {slowest} ms at \
          the end, bound {BOUND:?}, limit {LIMIT:?}); poison reports: {} caused by kills, {} by the \
          test's own panics ({}) and forgotten guards ({}); {} broken invariants found and \
          repaired; first steady worker lived {:.1?}\n",
         storm.kills,
         storm.massacres,
+        storm.self_kills,
         t.updates,
         t.calls,
         t.killed,

@@ -420,6 +420,12 @@ impl Child {
         if let Some(status) = self.exited() {
             panic!("child {:?} ended before it was killed: {status}", self.role);
         }
+        self.kill_and_reap()
+    }
+
+    /// Sends SIGKILL (also to a child that just ended, which it does not
+    /// change) and returns how the child ended.
+    pub fn kill_and_reap(&mut self) -> std::process::ExitStatus {
         self.proc.kill().expect("kill");
         self.proc.wait().expect("wait")
     }
