@@ -217,11 +217,17 @@ impl std::error::Error for Error {
 /// ```
 pub struct PoisonError<G> {
     guard: G,
+    /// The segment's key (the poisoned path is cold: one allocation there
+    /// keeps the hot path free of any).
+    segment: Box<str>,
 }
 
 impl<G> PoisonError<G> {
-    pub(crate) fn new(guard: G) -> Self {
-        PoisonError { guard }
+    pub(crate) fn new(guard: G, segment: &str) -> Self {
+        PoisonError {
+            guard,
+            segment: segment.into(),
+        }
     }
 
     /// Takes the guard out: the lock stays held until it is dropped.
@@ -268,9 +274,23 @@ impl<G> PoisonError<G> {
     }
 }
 
+/// Says what happened and where the guard is, without requiring `G: Debug`
+/// (as `std::sync::PoisonError`): `PoisonError { segment: "stats", cause: "a
+/// holder died …", guard: "inside …", .. }`.
 impl<G> fmt::Debug for PoisonError<G> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PoisonError").finish_non_exhaustive()
+        f.debug_struct("PoisonError")
+            .field("segment", &self.segment)
+            .field(
+                "cause",
+                &"a holder died (killed, crashed) or panicked while holding the lock; the data may \
+                  be half-written",
+            )
+            .field(
+                "guard",
+                &"inside, holding the lock: into_inner() takes it; clear_poison() once repaired",
+            )
+            .finish_non_exhaustive()
     }
 }
 
@@ -371,3 +391,42 @@ pub type LockResult<G> = Result<G, PoisonError<G>>;
 /// # Ok::<(), typed_shm::Error>(())
 /// ```
 pub type TryLockResult<G> = Result<G, TryLockError<G>>;
+
+#[cfg(test)]
+mod tests {
+    use crate::{SharedMemory, TryLockError};
+
+    #[test]
+    fn poison_error_debug_says_what_happened_and_where_the_guard_is() {
+        let key = format!("t{}-poison-debug", std::process::id());
+        let shm = SharedMemory::<u32>::create(&key, 0).unwrap();
+        let panicked = std::thread::scope(|s| {
+            s.spawn(|| {
+                let _g = shm.lock().unwrap();
+                panic!("poisoning the lock on purpose");
+            })
+            .join()
+        });
+        assert!(panicked.is_err());
+
+        let Err(poisoned) = shm.lock() else {
+            panic!("a panic under the lock poisons it");
+        };
+        let debug = format!("{poisoned:?}");
+        let head = format!("PoisonError {{ segment: {key:?}, cause: ");
+        assert!(debug.starts_with(&head), "{debug}");
+        assert!(debug.contains("died (killed, crashed) or panicked"), "{debug}");
+        assert!(debug.contains("into_inner()"), "{debug}");
+        assert!(debug.ends_with(", .. }"), "{debug}");
+        drop(poisoned);
+
+        let Err(TryLockError::Poisoned(p)) = shm.try_lock() else {
+            panic!("the poison is sticky");
+        };
+        let debug = format!("{:?}", TryLockError::Poisoned(p));
+        assert!(debug.starts_with(&format!("Poisoned({head}")), "{debug}");
+        shm.clear_poison();
+        shm.detach().unwrap();
+        assert!(!std::path::Path::new(&format!("/dev/shm/tshm_{key}")).exists());
+    }
+}

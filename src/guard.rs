@@ -15,7 +15,15 @@ use crate::shared::{Access, ReadWrite, SharedMemory, ShmData};
 /// while its thread panics poisons the lock.
 ///
 /// Guards are `!Send`: a lock is released by the thread that took it (the
-/// kernel tracks robust locks per thread).
+/// kernel tracks robust locks per thread). A guard is `Sync` when `T` is, as
+/// `MutexGuard` is.
+///
+/// A guard must be dropped before its thread ends. A thread that ends while
+/// it holds a lock — its guard leaked with `Box::leak` or `mem::forget` —
+/// aborts the process with a message naming the segment: references from
+/// that guard may still be in use by the threads that remain, so the lock
+/// cannot pass to another holder while the process lives. (The lock of a
+/// process that dies, by any cause, passes on with the poison.)
 ///
 /// # Examples
 ///
@@ -54,8 +62,9 @@ pub struct Guard<'a, T: ?Sized + ShmData, A: Access = ReadWrite> {
     /// Poison on drop if the thread is panicking (write guards that were not
     /// taken during a panic).
     poison_on_panic: bool,
-    /// `MutexGuard` is `!Send + Sync`, exactly what a lock guard must be.
-    _not_send: PhantomData<std::sync::MutexGuard<'static, ()>>,
+    /// `MutexGuard<T>` is `!Send`, and `Sync` exactly when `T: Sync`: what
+    /// a lock guard must be.
+    _not_send: PhantomData<std::sync::MutexGuard<'a, T>>,
 }
 
 impl<'a, T: ?Sized + ShmData, A: Access> Guard<'a, T, A> {

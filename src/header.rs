@@ -28,12 +28,14 @@
 //! | 432 | `holder: u64` | while locked: the holder thread's random 64-bit token (0 when free) |
 //! | 440 | `poisoned: u32` (atomic) | non-zero after a holder died or panicked |
 //! | 444 | reserved | zero |
-//! | 448 | reserved | zero, up to 512 |
+//! | 448 | `pid_ns: [u64; 2]` | the creator's PID namespace: device and inode of `/proc/self/ns/pid` |
+//! | 464 | reserved | zero, up to 512 |
 //!
 //! The mutex, the holder token and `poisoned` share one 64-byte cache line: taking the
 //! lock writes both, so they travel between cores together.
 
 use std::mem::{align_of, offset_of, size_of};
+use std::sync::atomic::{AtomicU32, AtomicU64};
 
 use static_assertions::{const_assert, const_assert_eq};
 
@@ -88,7 +90,8 @@ pub(crate) struct Header {
     pub holder: u64,
     pub poisoned: u32,
     pub reserved_lock: u32,
-    pub reserved1: [u64; 8],
+    pub pid_ns: [u64; 2],
+    pub reserved1: [u64; 6],
 }
 
 const_assert_eq!(size_of::<Header>(), HEADER_SIZE);
@@ -110,6 +113,7 @@ const_assert_eq!(offset_of!(Header, poisoned), 440);
 const_assert_eq!(offset_of!(Header, attach_count), 360);
 const_assert_eq!(offset_of!(Header, mutex), 384);
 const_assert_eq!(offset_of!(Header, holder), 432);
+const_assert_eq!(offset_of!(Header, pid_ns), 448);
 // The mutex must fit its slot and be aligned by it.
 const_assert!(sys::MUTEX_SIZE <= 48);
 const_assert!(sys::MUTEX_ALIGN <= 8);
@@ -117,7 +121,7 @@ const_assert!(HEADER_SIZE <= 4096);
 
 // SAFETY: `Header` is `#[repr(C)]` and made only of integers and integer
 // arrays; the assertions above pin every offset, and the field sizes add up to
-// exactly HEADER_SIZE (8+4+4+24+6*8+4+4+256+3*4+20+48+8+4+4+64 = 512), so it has no
+// exactly HEADER_SIZE (8+4+4+24+6*8+4+4+256+3*4+20+48+8+4+4+16+48 = 512), so it has no
 // padding. The all-zero bit pattern is valid for integers.
 #[allow(unsafe_code)]
 unsafe impl bytemuck::Zeroable for Header {}
@@ -136,6 +140,8 @@ pub(crate) struct Expected {
     /// Readable layout of the element (`write_layout`).
     pub desc: String,
     pub page_size: usize,
+    /// This process's PID namespace (see [`crate::sys::pid_namespace`]).
+    pub pid_ns: (u64, u64),
 }
 
 /// What a validated header says about the data.
@@ -186,6 +192,7 @@ impl Header {
         h.elem_count = elem_count;
         h.fingerprint = expected.fingerprint;
         h.flags = if expected.slice { FLAG_SLICE } else { 0 };
+        h.pid_ns = [expected.pid_ns.0, expected.pid_ns.1];
         let desc = fit_desc(&expected.desc);
         let mut bytes = desc.as_bytes().to_vec();
         if desc.len() < expected.desc.len() {
@@ -200,6 +207,57 @@ impl Header {
     pub(crate) fn description(&self) -> String {
         let len = (self.desc_len as usize).min(DESC_CAP);
         String::from_utf8_lossy(&self.desc[..len]).into_owned()
+    }
+}
+
+/// Pointers to the lock's words in a mapped header: the mutex, the holder's
+/// token and the `poisoned` flag.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct LockSlots {
+    pub mutex: *mut sys::RawMutexStorage,
+    pub holder: *const AtomicU64,
+    pub poisoned: *const AtomicU32,
+}
+
+/// The fields of a mapped header that are used in place, after publication:
+/// `state` (atomic), and the lock's words. The one place that turns the
+/// offsets pinned above into pointers.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct InPlace {
+    base: *mut u8,
+}
+
+#[allow(unsafe_code)]
+impl InPlace {
+    /// # Safety
+    ///
+    /// `base` must start a live, page-aligned, read-write mapping of at least
+    /// [`HEADER_SIZE`] bytes of a segment header, which stays mapped for as
+    /// long as the value returned (or any copy of it) is used, and whose
+    /// `state`, `holder` and `poisoned` fields every process accesses only
+    /// atomically.
+    pub(crate) unsafe fn new(base: *mut u8) -> Self {
+        InPlace { base }
+    }
+
+    /// The `state` word.
+    pub(crate) fn state(&self) -> &AtomicU32 {
+        // SAFETY: AtomicU32::from_ptr requires a 4-aligned pointer that is
+        // valid for reads and writes, and only accessed atomically, while the
+        // reference lives: the offset is 4-aligned (asserted above) in a
+        // page-aligned mapping that stays mapped and whose field is only
+        // accessed atomically (`new`'s contract).
+        unsafe { AtomicU32::from_ptr(self.base.wrapping_add(offset_of!(Header, state)).cast()) }
+    }
+
+    /// The lock's words (see [`LockSlots`]); the mutex slot is 8-aligned and
+    /// large enough for a `pthread_mutex_t` (asserted above).
+    pub(crate) fn lock_slots(&self) -> LockSlots {
+        LockSlots {
+            mutex: self.base.wrapping_add(offset_of!(Header, mutex)).cast(),
+            holder: self.base.wrapping_add(offset_of!(Header, holder)).cast(),
+            poisoned: self.base.wrapping_add(offset_of!(Header, poisoned)).cast(),
+        }
     }
 }
 
@@ -322,11 +380,36 @@ pub(crate) fn validate(
             h.elem_count, h.elem_size, h.data_len
         )));
     }
+    if h.elem_align > page || !h.elem_align.is_power_of_two() {
+        return Err(corrupted(format!(
+            "its element alignment {} is not a power of two up to the page size {page}",
+            h.elem_align
+        )));
+    }
     let (Ok(data_len), Ok(elem_count)) = (usize::try_from(h.data_len), usize::try_from(h.elem_count)) else {
         return Err(corrupted(
             "its length does not fit in this process's address space".into(),
         ));
     };
+    if isize::try_from(data_len).is_err() {
+        return Err(corrupted(format!(
+            "its data length {data_len} exceeds isize::MAX, the most one object may span"
+        )));
+    }
+    if h.pid_ns != [expected.pid_ns.0, expected.pid_ns.1] {
+        return Err(Error::new(
+            ErrorKind::LockError,
+            format!(
+                "segment {key:?} was created in another PID namespace than this process's: its \
+                 lock identifies holders by thread id, and thread ids of different PID \
+                 namespaces collide, so processes in different PID namespaces cannot share it \
+                 safely. Run every process that shares the segment in one PID namespace (for \
+                 containers, share the host's or one container's PID namespace, e.g. \
+                 `docker run --pid=host` or `--pid=container:NAME`, or `shareProcessNamespace` \
+                 in a Kubernetes pod)"
+            ),
+        ));
+    }
     Ok(Validated {
         data_offset: h.data_offset,
         data_len,
@@ -349,6 +432,7 @@ mod tests {
             slice: false,
             desc: "u64".into(),
             page_size: PAGE,
+            pid_ns: (7, 4026531836),
         }
     }
 
@@ -442,6 +526,54 @@ mod tests {
             kind(&edit(&|h| h.data_len = 0), len, &e),
             Some(ErrorKind::Corrupted)
         );
+        assert_eq!(
+            kind(&edit(&|h| h.pid_ns[1] += 1), len, &e),
+            Some(ErrorKind::LockError)
+        );
+        assert_eq!(
+            kind(&edit(&|h| h.pid_ns = [0, 0]), len, &e),
+            Some(ErrorKind::LockError)
+        );
+    }
+
+    /// Whatever the creator claimed, and even when this program's own type
+    /// says the same: an alignment the page-aligned data cannot give, or a
+    /// length no object may span, is refused.
+    #[test]
+    fn impossible_alignments_and_lengths_are_refused() {
+        let page = PAGE as u64;
+        for align in [2 * page, 3, 0] {
+            let e = Expected {
+                elem_size: 2 * PAGE,
+                elem_align: align as usize,
+                ..expected()
+            };
+            let h = Header::new(&e, page, 2 * page, 1);
+            let err = validate("k", bytemuck::bytes_of(&h), 3 * page, &e).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Corrupted, "alignment {align}: {err}");
+        }
+        // Beyond isize::MAX: one element of that size, in a file that long.
+        let huge = isize::MAX as u64 + 1;
+        let e = Expected {
+            elem_size: huge as usize,
+            ..expected()
+        };
+        let h = Header::new(&e, page, huge, 1);
+        let err = validate("k", bytemuck::bytes_of(&h), page + huge, &e).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Corrupted, "{err}");
+        assert!(err.to_string().contains("isize::MAX"), "{err}");
+    }
+
+    #[test]
+    fn another_pid_namespace_is_a_lock_error_that_says_what_to_do() {
+        let (b, len) = good();
+        let e = Expected {
+            pid_ns: (7, 1),
+            ..expected()
+        };
+        let err = validate("k", &b, len, &e).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::LockError);
+        assert!(err.to_string().contains("PID namespace"), "{err}");
     }
 
     #[test]

@@ -14,9 +14,10 @@
 //!   free.
 //! - **Crash-safe.** A holder that dies (even by `SIGKILL`) never deadlocks the
 //!   others: the next locker gets a [`PoisonError`], std-style, with the data
-//!   as the dead holder left it. The segment disappears when the last attached
-//!   process detaches — also when some of them were killed — and a segment
-//!   left by processes that all died is reclaimed by the next `create`.
+//!   as the dead holder left it. The segment is removed when the last handle,
+//!   in any process, is dropped or detached — also when other attached
+//!   processes were killed. See [Lifetime](#lifetime) for what happens when
+//!   all of them die.
 //!
 //! [`try_lock`]: SharedMemory::try_lock
 //! [`lock_timeout`]: SharedMemory::lock_timeout
@@ -85,6 +86,62 @@
 //! readers fault (`SIGBUS`): named POSIX shared-memory objects cannot be
 //! sealed on Linux.
 //!
+//! Two rules keep point 2 true when the kernel recovers a lock. The kernel
+//! tracks a robust lock's owner by *thread id*, and marks the lock
+//! owner-dead (handing it to the next locker) when that thread ends or its
+//! id seems to die. Neither may hand the data to a second holder while the
+//! first may still use it:
+//!
+//! - **A lock passes on only when the process that held it is gone.** A
+//!   thread that ends while it holds a lock — its guard leaked with
+//!   `Box::leak` or `mem::forget` while the handle lives — could leave
+//!   references to the data with the threads that remain. So the process
+//!   aborts, with a message on standard error that names the segment (std's
+//!   `Mutex` keeps a leaked lock held instead; an abort tells you at once).
+//!   A thread may end holding the lock of a handle that was already dropped:
+//!   nothing can borrow from a dropped handle, so the lock then passes on
+//!   with the poison. A process that dies by any cause releases its locks to
+//!   the others, poisoned.
+//! - **Every process that shares a segment is in one PID namespace.** Thread
+//!   ids repeat across PID namespaces (two containers sharing `/dev/shm`),
+//!   and a robust lock cannot tell their threads apart: a waiter killed in
+//!   one namespace can make the kernel mark a lock held in another as
+//!   owner-dead. The segment records its creator's PID namespace;
+//!   [`attach`](SharedMemory::attach) and
+//!   [`open_or_create`](SharedMemory::open_or_create) from another one fail
+//!   with [`ErrorKind::LockError`], saying so. Share the PID namespace (for
+//!   example `docker run --pid=host` or `--pid=container:NAME`, or
+//!   `shareProcessNamespace` in a Kubernetes pod).
+//!
+//! A handle or guard inherited by a `fork()` child is inert there: lock calls
+//! panic, `detach` is a `LockError`, and dropping an inherited guard leaves
+//! the parent's lock alone. The lock itself never unwinds through a state the
+//! design rules out: a failed unlock, or a failed repair of a lock whose
+//! owner died, aborts the process with a message.
+//!
+//! # Lifetime
+//!
+//! The kernel, not a counter in the segment, knows who is attached (each
+//! handle holds a lock on the object that the kernel releases when its
+//! process dies). So the last handle to go, in any process, removes the
+//! segment, whether the others detached or were killed.
+//!
+//! A segment whose users *all* died without detaching (killed, crashed, or
+//! ended with `std::process::exit`, which skips `Drop`) is not removed then:
+//! no process is left to do it, and nothing runs in the background. It stays
+//! in `/dev/shm`, holding its memory, until its key is used again:
+//!
+//! - the next [`create`](SharedMemory::create) or
+//!   [`open_or_create`](SharedMemory::open_or_create) of that key (by the
+//!   same user) removes it and makes a fresh segment;
+//! - an [`attach`](SharedMemory::attach) attaches to it as the dead processes
+//!   left it — its lock poisoned if one of them died holding it — and the
+//!   last handle to go after that removes it as usual.
+//!
+//! Until then, once no process uses it, it can also be removed by hand: it
+//! is the file `/dev/shm` followed by its [`native_key`] (for example
+//! `/dev/shm/tshm_telemetry`).
+//!
 //! # Coming from Qt
 //!
 //! | QSharedMemory | typed-shm |
@@ -102,7 +159,9 @@
 //!
 //! Unlike Qt, a lock is a futex in the segment (no system call when free), a
 //! crashed holder is reported instead of leaving the data silently
-//! half-written, segments never leak on Linux, and there are
+//! half-written, a segment is removed by its last user even when the others
+//! crashed (and, when all of them crashed, reclaimed by the next `create` of
+//! its key, see [Lifetime](#lifetime)), and there are
 //! [`try_lock`](SharedMemory::try_lock) and
 //! [`lock_timeout`](SharedMemory::lock_timeout).
 //!

@@ -80,17 +80,38 @@ pub fn write_layout(out: &mut String, name: &str, fields: &[Field]) {
     out.push_str(" }");
 }
 
+/// Fails to compile, with a message that says what to do, unless `T` is
+/// `Copy`, which `bytemuck::Pod` requires.
+pub const fn assert_copy<T: DeriveCopy>() {}
+
+/// The bound of the derive's `Pod` and `ShmSafe` impls (see
+/// [`assert_copy`]), so that a struct without `Copy` gets one error that says
+/// what to add, instead of errors about `bytemuck::Pod`'s supertraits.
+///
+/// `Copy` is its supertrait: inside the impls, the bound implies the `Copy`
+/// that `Pod` requires.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` must be `Copy` to derive `ShmSafe`",
+    label = "`{Self}` is not `Copy`",
+    note = "add `#[derive(Clone, Copy)]` to `{Self}`, next to `#[derive(ShmSafe)]`"
+)]
+pub trait DeriveCopy: Copy {}
+
+impl<T: Copy> DeriveCopy for T {}
+
 /// Fails to compile, with a message that says what to do, unless `T`
 /// implements `bytemuck::Pod`: what `#[shm_safe(external_pod)]` promises.
 pub const fn assert_external_pod<T: ExternalPod>() {}
 
-/// See [`assert_external_pod`].
+/// The bound of the derive's `ShmSafe` impl under `external_pod` (see
+/// [`assert_external_pod`]). `Pod` is its supertrait, so inside the impl the
+/// bound implies the `ShmSafe: Pod` requirement.
 #[diagnostic::on_unimplemented(
     message = "`#[shm_safe(external_pod)]` says `{Self}` implements `bytemuck::Pod`, but it does not",
     label = "no `bytemuck::Pod` impl",
     note = "add `#[derive(bytemuck::Pod, bytemuck::Zeroable)]`, or remove `external_pod` to let `#[derive(ShmSafe)]` implement both"
 )]
-pub trait ExternalPod {}
+pub trait ExternalPod: bytemuck::Pod {}
 
 impl<T: bytemuck::Pod> ExternalPod for T {}
 

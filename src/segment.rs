@@ -41,10 +41,10 @@ use memmap2::{MmapOptions, MmapRaw};
 
 use crate::error::{Error, ErrorKind};
 use crate::header::{
-    self, Expected, HEADER_SIZE, Header, MAGIC, STATE_DESTROYED, STATE_INIT, STATE_READY, Validated,
+    self, Expected, HEADER_SIZE, Header, InPlace, LockSlots, MAGIC, STATE_DESTROYED, STATE_INIT, STATE_READY,
+    Validated,
 };
 use crate::key;
-use crate::sync::LockWords;
 use crate::sys::{self, OfdLock, Stat};
 
 /// How often `create` retries after reclaiming a stale object or losing a race.
@@ -76,7 +76,7 @@ pub(crate) struct Segment {
     cname: CString,
     stat: Stat,
     maps: Option<Maps>,
-    header: *mut u8,
+    header: InPlace,
     data: *mut u8,
     data_len: usize,
     elem_count: usize,
@@ -103,34 +103,6 @@ fn map_error(key: &str, what: &str, e: std::io::Error) -> Error {
 
 fn unknown(key: &str, call: &str, e: std::io::Error) -> Error {
     Error::os(call, key, e)
-}
-
-/// The atomic `u32` at `offset` in a header mapping.
-///
-/// # Safety
-///
-/// `base` must be the start of a live header mapping (at least HEADER_SIZE
-/// bytes, page aligned) that outlives `'a`, `offset` a multiple of 4 below
-/// HEADER_SIZE, and the field only ever accessed atomically.
-#[inline]
-unsafe fn header_atomic<'a>(base: *mut u8, offset: usize) -> &'a AtomicU32 {
-    // SAFETY: AtomicU32::from_ptr requires a pointer aligned to 4, valid for
-    // reads and writes for 'a, and only accessed atomically while in use: all
-    // guaranteed by this function's contract.
-    unsafe { AtomicU32::from_ptr(base.wrapping_add(offset).cast::<u32>()) }
-}
-
-/// The atomic `u64` at `offset` in a header mapping.
-///
-/// # Safety
-///
-/// As for [`header_atomic`], with `offset` a multiple of 8.
-#[inline]
-unsafe fn header_atomic_u64<'a>(base: *mut u8, offset: usize) -> &'a AtomicU64 {
-    // SAFETY: AtomicU64::from_ptr requires a pointer aligned to 8, valid for
-    // reads and writes for 'a, and only accessed atomically while in use: all
-    // guaranteed by this function's contract.
-    unsafe { AtomicU64::from_ptr(base.wrapping_add(offset).cast::<u64>()) }
 }
 
 /// Maps the first `len` bytes of the object read-write, shared.
@@ -550,7 +522,12 @@ impl Segment {
             native,
             cname,
             stat,
-            header: maps.map.as_mut_ptr(),
+            // SAFETY: the mapping starts at the header, is page aligned, at
+            // least HEADER_SIZE bytes long (the data starts on the next page
+            // boundary), read-write, and lives as long as `self` (unmapped
+            // only in drop, or never); every process uses the header's
+            // in-place fields only atomically.
+            header: unsafe { InPlace::new(maps.map.as_mut_ptr()) },
             data: maps.map.as_mut_ptr().wrapping_add(layout.data_offset as usize),
             maps: Some(maps),
             data_len: layout.data_len,
@@ -586,38 +563,19 @@ impl Segment {
         self.created
     }
 
-    /// The lock's slot in the header.
-    pub(crate) fn mutex_ptr(&self) -> *mut sys::RawMutexStorage {
-        self.header.wrapping_add(offset_of!(Header, mutex)).cast()
-    }
-
-    #[inline]
-    pub(crate) fn poisoned(&self) -> &AtomicU32 {
-        // SAFETY: `self.header` starts the header mapping, which lives as long
-        // as `self` (it is only unmapped in drop, or never); offset 440 is
-        // 4-aligned; every process accesses `poisoned` only atomically.
-        unsafe { header_atomic(self.header, offset_of!(Header, poisoned)) }
-    }
-
-    /// The header words that go with the lock.
-    #[inline]
-    pub(crate) fn lock_words(&self) -> LockWords<'_> {
-        LockWords {
-            poisoned: self.poisoned(),
-            // SAFETY: as in `poisoned`, for the 8-aligned offset 432 (the
-            // mapping is page aligned).
-            holder: unsafe { header_atomic_u64(self.header, offset_of!(Header, holder)) },
-        }
+    /// Pointers to the lock's words in the header; they stay valid while
+    /// `self` lives.
+    pub(crate) fn lock_slots(&self) -> LockSlots {
+        self.header.lock_slots()
     }
 
     fn state(&self) -> &AtomicU32 {
-        // SAFETY: as in `poisoned`, for the 4-aligned offset 352.
-        unsafe { header_atomic(self.header, offset_of!(Header, state)) }
+        self.header.state()
     }
 
     /// Live attachments in all processes: this handle and the slots that the
-    /// kernel holds for others, or the header's advisory counter if the
-    /// kernel cannot be asked.
+    /// kernel holds for others (at least this handle, should the kernel not
+    /// answer).
     pub(crate) fn attach_count(&self) -> usize {
         // Only if the kernel cannot be asked (it always can on Linux): at
         // least this handle.
@@ -794,10 +752,11 @@ fn reclaim(key: &str, native: &str, cname: &CString, expected: &Expected) -> Res
             }
         }
         let map = map_all(&fd, key, HEADER_SIZE)?;
-        // SAFETY: `map` is a live HEADER_SIZE-byte mapping at offset 0 that
-        // outlives this use; offset 352 is 4-aligned; `state` is only accessed
-        // atomically.
-        unsafe { header_atomic(map.as_mut_ptr(), offset_of!(Header, state)) }
+        // SAFETY: `map` is a live, page-aligned, read-write HEADER_SIZE-byte
+        // mapping of a header of this format that outlives this use; `state`
+        // is only accessed atomically.
+        unsafe { InPlace::new(map.as_mut_ptr()) }
+            .state()
             .store(STATE_DESTROYED, Ordering::Release);
     }
     if name_refers_to(native, &st) {

@@ -12,7 +12,7 @@ use crate::header::Expected;
 use crate::segment::{Segment, Settings};
 use crate::shm_safe::ShmSafe;
 use crate::sync::{Outcome, ShmMutex};
-use crate::sys::{self, RawMutex};
+use crate::sys;
 
 /// Default mode bits of a new segment: read-write for its owner only.
 ///
@@ -156,17 +156,29 @@ fn is_zero<T: ShmSafe>(value: &T) -> bool {
     bytemuck::bytes_of(value).iter().all(|&b| b == 0)
 }
 
-fn expected<T: ?Sized + ShmData>() -> Expected {
+fn expected<T: ?Sized + ShmData>() -> Result<Expected, Error> {
     let mut desc = String::new();
     <T::Element as ShmSafe>::write_layout(&mut desc);
-    Expected {
+    let pid_ns = sys::pid_namespace().map_err(|e| {
+        Error::with_source(
+            crate::ErrorKind::LockError,
+            format!(
+                "cannot tell this process's PID namespace from /proc/self/ns/pid ({e}); every \
+                 process that shares a segment must be in the creator's PID namespace, which \
+                 needs /proc mounted to check"
+            ),
+            e,
+        )
+    })?;
+    Ok(Expected {
         fingerprint: <T::Element as ShmSafe>::FINGERPRINT,
         elem_size: size_of::<T::Element>(),
         elem_align: align_of::<T::Element>(),
         slice: T::IS_SLICE,
         desc,
         page_size: sys::page_size(),
-    }
+        pid_ns,
+    })
 }
 
 /// A handle to a named shared-memory segment that holds a `T` — or, for
@@ -236,15 +248,20 @@ unsafe impl<T: ?Sized + ShmData + Send, A: Access> Sync for SharedMemory<T, A> {
 
 impl<T: ?Sized + ShmData, A: Access> SharedMemory<T, A> {
     fn from_segment(segment: Segment) -> Self {
-        // SAFETY: the slot was initialized as a robust mutex by the creator
-        // before it published READY (and this handle validated the header);
-        // it stays mapped while `segment` lives, and `segment` outlives
-        // `mutex` (both are fields of `Self`, and a mapping whose lock may be
-        // held is never unmapped).
-        let raw = unsafe { RawMutex::from_ptr(segment.mutex_ptr()) };
+        // SAFETY:
+        // - the mutex was initialized as a robust mutex by the creator before
+        //   it published READY, and this handle validated the header;
+        // - the holder and poisoned words are the header fields that go with
+        //   it, aligned (offsets pinned in `header`), and every process
+        //   accesses them only atomically;
+        // - they stay mapped while `segment` lives, and `segment` outlives
+        //   `mutex`: both are fields of `Self`, `mutex` is declared (so
+        //   dropped) first, and a mapping whose lock may be held is never
+        //   unmapped.
+        let mutex = unsafe { ShmMutex::new(segment.lock_slots(), segment.key()) };
         let data = T::from_raw_parts(segment.data_ptr().cast(), segment.elem_count());
         SharedMemory {
-            mutex: ShmMutex::new(raw),
+            mutex,
             data: NonNull::new(data).expect("a mapping is never at address 0"),
             segment,
             _access: PhantomData,
@@ -263,8 +280,13 @@ impl<T: ?Sized + ShmData, A: Access> SharedMemory<T, A> {
     /// The calling thread must hold this handle's lock.
     #[inline(always)]
     pub(crate) unsafe fn unlock(&self, poison: bool) {
+        if self.segment.is_inherited() {
+            // A guard inherited across fork(): the lock belongs to the
+            // parent's thread; its words are not ours to touch.
+            return;
+        }
         // SAFETY: forwarded from this fn's contract.
-        unsafe { self.mutex.unlock(poison, &self.segment.lock_words()) };
+        unsafe { self.mutex.unlock(poison) };
     }
 
     #[inline]
@@ -428,7 +450,7 @@ impl<T: ?Sized + ShmData, A: Access> SharedMemory<T, A> {
     #[inline(always)]
     pub fn lock(&self) -> LockResult<Guard<'_, T, A>> {
         self.check_not_inherited();
-        let outcome = self.mutex.lock(&self.segment.lock_words());
+        let outcome = self.mutex.lock();
         self.guard(outcome).map_err(|e| match e {
             TryLockError::Poisoned(p) => p,
             _ => unreachable!("a blocking lock returns only when it holds the lock"),
@@ -440,10 +462,11 @@ impl<T: ?Sized + ShmData, A: Access> SharedMemory<T, A> {
         match outcome {
             // SAFETY: the outcome says this thread now holds the lock.
             Outcome::Locked => Ok(unsafe { Guard::new(self) }),
-            // SAFETY: as above.
-            Outcome::Poisoned => Err(TryLockError::Poisoned(PoisonError::new(unsafe {
-                Guard::new(self)
-            }))),
+            Outcome::Poisoned => Err(TryLockError::Poisoned(PoisonError::new(
+                // SAFETY: as above.
+                unsafe { Guard::new(self) },
+                self.key(),
+            ))),
             Outcome::WouldBlock => Err(TryLockError::WouldBlock),
             Outcome::TimedOut => Err(TryLockError::TimedOut),
         }
@@ -477,7 +500,7 @@ impl<T: ?Sized + ShmData, A: Access> SharedMemory<T, A> {
     #[inline(always)]
     pub fn try_lock(&self) -> TryLockResult<Guard<'_, T, A>> {
         self.check_not_inherited();
-        self.guard(self.mutex.try_lock(&self.segment.lock_words()))
+        self.guard(self.mutex.try_lock())
     }
 
     /// Locks the segment, waiting at most `timeout` (measured on the monotonic
@@ -506,7 +529,7 @@ impl<T: ?Sized + ShmData, A: Access> SharedMemory<T, A> {
     /// ```
     pub fn lock_timeout(&self, timeout: Duration) -> TryLockResult<Guard<'_, T, A>> {
         self.check_not_inherited();
-        self.guard(self.mutex.lock_timeout(timeout, &self.segment.lock_words()))
+        self.guard(self.mutex.lock_timeout(timeout))
     }
 
     /// Whether the lock is poisoned: a holder died or panicked, and nobody has
@@ -526,7 +549,7 @@ impl<T: ?Sized + ShmData, A: Access> SharedMemory<T, A> {
     /// # Ok::<(), typed_shm::Error>(())
     /// ```
     pub fn is_poisoned(&self) -> bool {
-        self.mutex.is_poisoned(self.segment.poisoned())
+        self.mutex.is_poisoned()
     }
 
     /// Clears the poison, for every process: call it once the data is known
@@ -550,9 +573,7 @@ impl<T: ?Sized + ShmData, A: Access> SharedMemory<T, A> {
     /// # Ok::<(), typed_shm::Error>(())
     /// ```
     pub fn clear_poison(&self) {
-        self.segment
-            .poisoned()
-            .store(0, std::sync::atomic::Ordering::Relaxed);
+        self.mutex.clear_poison();
     }
 
     /// Detaches this handle, reporting errors (dropping the handle detaches
@@ -890,7 +911,7 @@ impl<T: ?Sized + ShmData> Options<T> {
     /// # Ok::<(), typed_shm::Error>(())
     /// ```
     pub fn attach(&self, key: &str) -> Result<SharedMemory<T>, Error> {
-        Segment::attach(key, &expected::<T>(), true, self.settings()).map(SharedMemory::from_segment)
+        Segment::attach(key, &expected::<T>()?, true, self.settings()).map(SharedMemory::from_segment)
     }
 
     /// [`SharedMemory::<T, ReadOnly>::attach`](SharedMemory#method.attach-1)
@@ -910,7 +931,7 @@ impl<T: ?Sized + ShmData> Options<T> {
     /// # Ok::<(), typed_shm::Error>(())
     /// ```
     pub fn attach_read_only(&self, key: &str) -> Result<SharedMemory<T, ReadOnly>, Error> {
-        Segment::attach(key, &expected::<T>(), false, self.settings()).map(SharedMemory::from_segment)
+        Segment::attach(key, &expected::<T>()?, false, self.settings()).map(SharedMemory::from_segment)
     }
 }
 
@@ -932,7 +953,8 @@ impl<T: ShmSafe> Options<T> {
             // bytes.
             unsafe { data.cast::<T>().write(value) };
         };
-        Segment::create(key, &expected::<T>(), 1, self.settings(), &mut write).map(SharedMemory::from_segment)
+        Segment::create(key, &expected::<T>()?, 1, self.settings(), &mut write)
+            .map(SharedMemory::from_segment)
     }
 
     /// [`SharedMemory::create`] with these options.
@@ -1029,7 +1051,7 @@ impl<E: ShmSafe> Options<[E]> {
                 unsafe { data.wrapping_add(i).write(fill) };
             }
         };
-        Segment::create(key, &expected::<[E]>(), len, self.settings(), &mut write)
+        Segment::create(key, &expected::<[E]>()?, len, self.settings(), &mut write)
             .map(SharedMemory::from_segment)
     }
 }

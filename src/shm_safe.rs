@@ -33,6 +33,11 @@ use crate::fingerprint::FingerprintBuilder;
 /// compile time; prefer it to a hand-written impl. A hand-written impl must
 /// also return a fingerprint that differs whenever the layout differs.
 ///
+/// The derive's `#[shm_safe(crate = "path")]` option (for a renamed or
+/// re-exported `typed_shm`) is trusted like an `unsafe` block: the path must
+/// name this crate, because the derive's `unsafe impl`s rely on the checks it
+/// finds there; a path to a look-alike module can make them unsound.
+///
 /// # Examples
 ///
 /// ```

@@ -1,24 +1,36 @@
 //! The segment's lock: a robust, process-shared pthread mutex plus the
-//! header's sticky `poisoned` flag, with `std::sync`-style outcomes.
+//! header words that go with it (the holder's token and the sticky
+//! `poisoned` flag), with `std::sync`-style outcomes. Like lock_api's
+//! `Mutex` owns its raw lock, [`ShmMutex`] owns these words: every access to
+//! them goes through it.
 //!
-//! Poisoning: a holder that died (`EOWNERDEAD`) or a write guard dropped while
-//! its thread panics sets `poisoned`; every later acquisition, in any process,
-//! reports it until `clear_poison` stores 0. The mutex itself is made
-//! consistent at once, so it never becomes `ENOTRECOVERABLE`.
+//! Poisoning: a holder whose process died (`EOWNERDEAD`) or a write guard
+//! dropped while its thread panics sets `poisoned`; every later acquisition,
+//! in any process, reports it until `clear_poison` stores 0. The mutex itself
+//! is made consistent at once, so it never becomes `ENOTRECOVERABLE`.
+//!
+//! Threads that end holding the lock: the kernel would mark the mutex
+//! owner-dead and hand it to the next locker, while references from the
+//! leaked guard may still be used by the threads that remain. So the lock is
+//! never recovered while its process lives: every handle registers its holder
+//! word with [`sys::watch_holder`], and a thread that ends while the word
+//! holds its token aborts the process, naming the segment.
 //!
 //! Relocking: a thread that locks a segment it already holds would deadlock.
-//! The mutex cannot tell (its owner's thread id is ambiguous when processes
-//! in different PID namespaces share it), so the holder writes its thread's
-//! random token ([`sys::lock_token`]) into the header next to the mutex, and
-//! clears it before unlocking. A thread that finds its own token there
-//! already holds the lock: `lock` and `lock_timeout` panic, `try_lock`
-//! reports `WouldBlock`. The check costs one load from the cache line the
-//! lock writes anyway, and works across handles of the same segment.
+//! The mutex cannot tell (its owner's thread id is ambiguous across PID
+//! namespaces), so the holder writes its thread's random token
+//! ([`sys::lock_token`]) into the header next to the mutex, and clears it
+//! before unlocking. A thread that finds its own token there already holds
+//! the lock: `lock` and `lock_timeout` panic, `try_lock` reports
+//! `WouldBlock`. The check costs one load from the cache line the lock writes
+//! anyway, and works across handles of the same segment.
+#![allow(unsafe_code)]
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::sys::{self, Acquired, Owner, RawMutex};
+use crate::header::LockSlots;
+use crate::sys::{self, Acquired, Owner, RawMutex, WatchId};
 
 #[cold]
 #[inline(never)]
@@ -27,20 +39,6 @@ fn relock_panic() -> ! {
         "typed-shm: this thread already holds the lock of this segment \
          (a guard is still alive or was forgotten): locking it again would deadlock"
     )
-}
-
-/// The header words that go with the mutex.
-pub(crate) struct LockWords<'a> {
-    pub poisoned: &'a AtomicU32,
-    pub holder: &'a AtomicU64,
-}
-
-impl LockWords<'_> {
-    /// Whether the thread with token `me` holds the lock.
-    #[inline]
-    fn held_by(&self, me: u64) -> bool {
-        self.holder.load(Ordering::Relaxed) == me
-    }
 }
 
 /// How an acquisition ended.
@@ -56,35 +54,69 @@ pub(crate) enum Outcome {
     TimedOut,
 }
 
-/// The lock of one handle. The words it works on live in the header; the
-/// caller passes them in (the header mapping is owned by the segment).
+/// The lock of one handle, with the header words it owns.
 pub(crate) struct ShmMutex {
     raw: RawMutex,
+    holder: *const AtomicU64,
+    poisoned: *const AtomicU32,
     /// Whether a thread of this process holds the lock through this handle
     /// (set after acquiring, cleared before releasing). A handle whose lock is
     /// still held when it is dropped (a forgotten guard) must never unmap it.
-    held: AtomicBool,
+    /// On the heap, at an address the thread-end check can keep.
+    held: Box<AtomicBool>,
+    /// The registration of `holder` for the thread-end check.
+    watch: Option<WatchId>,
 }
 
 impl ShmMutex {
-    pub(crate) fn new(raw: RawMutex) -> Self {
+    /// # Safety
+    ///
+    /// - `slots.mutex` must point to a mutex initialized by
+    ///   [`RawMutex::init`] (in any process);
+    /// - `slots.holder` and `slots.poisoned` must point to the header words
+    ///   that go with it, aligned, and only ever accessed atomically;
+    /// - all three must stay mapped for as long as the returned value lives.
+    pub(crate) unsafe fn new(slots: LockSlots, key: &str) -> Self {
+        let held = Box::new(AtomicBool::new(false));
+        // SAFETY: the holder word stays mapped until this value is dropped
+        // (this fn's contract), and `held` lives on the heap as long as this
+        // value; its `Drop` ends the registration first.
+        let watch = unsafe { sys::watch_holder(slots.holder, &*held, key) };
         ShmMutex {
-            raw,
-            held: AtomicBool::new(false),
+            // SAFETY: forwarded from this fn's contract.
+            raw: unsafe { RawMutex::from_ptr(slots.mutex) },
+            holder: slots.holder,
+            poisoned: slots.poisoned,
+            held,
+            watch: Some(watch),
         }
     }
 
+    #[inline(always)]
+    fn holder(&self) -> &AtomicU64 {
+        // SAFETY: dereferencing requires a pointer to a live `AtomicU64`:
+        // `holder` points to an aligned word that stays mapped, and is only
+        // accessed atomically, for as long as `self` lives (`new`'s contract).
+        unsafe { &*self.holder }
+    }
+
+    #[inline(always)]
+    fn poisoned(&self) -> &AtomicU32 {
+        // SAFETY: as in `holder`, for the `AtomicU32` at `poisoned`.
+        unsafe { &*self.poisoned }
+    }
+
     #[inline]
-    fn outcome(&self, a: Acquired, w: &LockWords<'_>, me: u64) -> Outcome {
+    fn outcome(&self, a: Acquired, me: u64) -> Outcome {
         match a {
             Acquired::Locked | Acquired::OwnerDied => {
-                w.holder.store(me, Ordering::Relaxed);
+                self.holder().store(me, Ordering::Relaxed);
                 self.held.store(true, Ordering::Relaxed);
                 if a == Acquired::OwnerDied {
-                    w.poisoned.store(1, Ordering::Relaxed);
+                    self.poisoned().store(1, Ordering::Relaxed);
                     Outcome::Poisoned
                 // The mutex orders this load after the previous holder's store.
-                } else if w.poisoned.load(Ordering::Relaxed) != 0 {
+                } else if self.poisoned().load(Ordering::Relaxed) != 0 {
                     Outcome::Poisoned
                 } else {
                     Outcome::Locked
@@ -95,30 +127,36 @@ impl ShmMutex {
         }
     }
 
+    /// Whether the thread with token `me` holds the lock.
     #[inline]
-    pub(crate) fn lock(&self, w: &LockWords<'_>) -> Outcome {
-        let me = sys::lock_token();
-        if w.held_by(me) {
-            relock_panic();
-        }
-        self.outcome(self.raw.lock(), w, me)
+    fn held_by(&self, me: u64) -> bool {
+        self.holder().load(Ordering::Relaxed) == me
     }
 
     #[inline]
-    pub(crate) fn try_lock(&self, w: &LockWords<'_>) -> Outcome {
+    pub(crate) fn lock(&self) -> Outcome {
         let me = sys::lock_token();
-        if w.held_by(me) {
+        if self.held_by(me) {
+            relock_panic();
+        }
+        self.outcome(self.raw.lock(), me)
+    }
+
+    #[inline]
+    pub(crate) fn try_lock(&self) -> Outcome {
+        let me = sys::lock_token();
+        if self.held_by(me) {
             return Outcome::WouldBlock;
         }
-        self.outcome(self.raw.try_lock(), w, me)
+        self.outcome(self.raw.try_lock(), me)
     }
 
-    pub(crate) fn lock_timeout(&self, timeout: Duration, w: &LockWords<'_>) -> Outcome {
+    pub(crate) fn lock_timeout(&self, timeout: Duration) -> Outcome {
         let me = sys::lock_token();
-        if w.held_by(me) {
+        if self.held_by(me) {
             relock_panic();
         }
-        self.outcome(self.raw.lock_timeout(timeout), w, me)
+        self.outcome(self.raw.lock_timeout(timeout), me)
     }
 
     /// Releases the lock, poisoning it first if `poison`.
@@ -127,29 +165,41 @@ impl ShmMutex {
     ///
     /// The calling thread must hold the lock (an `Outcome::Locked` or
     /// `Outcome::Poisoned` acquisition not yet released).
-    #[allow(unsafe_code)]
     #[inline(always)]
-    pub(crate) unsafe fn unlock(&self, poison: bool, w: &LockWords<'_>) {
+    pub(crate) unsafe fn unlock(&self, poison: bool) {
         if poison {
-            w.poisoned.store(1, Ordering::Relaxed);
+            self.poisoned().store(1, Ordering::Relaxed);
         }
-        w.holder.store(0, Ordering::Relaxed);
+        self.holder().store(0, Ordering::Relaxed);
         self.held.store(false, Ordering::Relaxed);
         // SAFETY: this thread holds the mutex (this fn's contract).
         unsafe { self.raw.unlock() };
     }
 
     /// Whether a thread of this process may hold the lock through this
-    /// handle. `held` alone can be stale: a thread that ended with the lock
-    /// (a forgotten guard) no longer holds it once the kernel marked it
-    /// owner-dead, or once another locker recovered it.
+    /// handle. `held` alone can be stale after a recovery by another process
+    /// (this process cannot lose the lock to a dead thread of its own: that
+    /// aborts it).
     pub(crate) fn is_held_here(&self) -> bool {
         self.held.load(Ordering::Relaxed) && self.raw.owner() == Owner::Thread
     }
 
     /// Whether the lock is poisoned: the sticky flag, or a holder that died
     /// and whose death no locker has seen yet.
-    pub(crate) fn is_poisoned(&self, poisoned: &AtomicU32) -> bool {
-        poisoned.load(Ordering::Relaxed) != 0 || self.raw.owner() == Owner::Died
+    pub(crate) fn is_poisoned(&self) -> bool {
+        self.poisoned().load(Ordering::Relaxed) != 0 || self.raw.owner() == Owner::Died
+    }
+
+    /// Clears the sticky poison flag, for every process.
+    pub(crate) fn clear_poison(&self) {
+        self.poisoned().store(0, Ordering::Relaxed);
+    }
+}
+
+impl Drop for ShmMutex {
+    fn drop(&mut self) {
+        if let Some(watch) = self.watch.take() {
+            sys::unwatch_holder(watch);
+        }
     }
 }

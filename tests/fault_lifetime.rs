@@ -439,8 +439,9 @@ fn everyone_killed_one_holding_the_lock_then_reclaimed_fresh() {
 /// the library, `catch_unwind` and `_exit`.
 ///
 /// In the forked process, `lock`/`try_lock`/`lock_timeout` on the inherited
-/// handle panic with a message about `fork`, and `detach` returns
-/// `LockError`; attaching anew works. The parent's lock (held across the
+/// handle panic with a message about `fork`, dropping the inherited copy of
+/// a guard leaves the parent's lock alone, and `detach` returns `LockError`;
+/// attaching anew works. The parent's lock (held across the
 /// fork) and its attachment are unaffected: no poison, same `attach_count`,
 /// and the segment disappears exactly when the real handles are gone.
 #[test]
@@ -521,6 +522,15 @@ fn fork_role(key: &str) {
             msg.contains("fork")
         }
     };
+    let panics_about_relock = |f: &dyn Fn()| match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(()) => false,
+        Err(p) => {
+            p.downcast_ref::<String>()
+                .is_some_and(|m| m.contains("already holds the lock"))
+                || p.downcast_ref::<&str>()
+                    .is_some_and(|m| m.contains("already holds the lock"))
+        }
+    };
     // Runs `checks` in a forked process; returns its exit code (0: all passed).
     let in_forked = |checks: &dyn Fn() -> i32| -> i32 {
         // SAFETY: fork(2) has no memory preconditions. The forked process runs
@@ -568,12 +578,23 @@ fn fork_role(key: &str) {
             // SAFETY: the handle is not used again in this process, which
             // ends with _exit right after; read copies it bit for bit.
             let inherited = unsafe { std::ptr::read(&shm) };
+            // The inherited copy of the guard: dropping it must not touch the
+            // parent's lock (its holder word, the poison flag, the mutex).
+            // SAFETY: as above, for the guard, which is not used again here.
+            let inherited_guard = unsafe { std::ptr::read(&g) };
+            drop(inherited_guard);
             match inherited.detach() {
                 Err(e) if e.kind() == ErrorKind::LockError => {}
                 _ => failed |= 32,
             }
             failed
         });
+        // This thread still holds the lock, as the lock words say: a relock
+        // is refused (it would deadlock if the forked child had cleared them).
+        assert!(
+            panics_about_relock(&|| drop(shm.lock_timeout(Duration::from_millis(10)))),
+            "the forked child's drop of the inherited guard released the parent's lock words"
+        );
         say(&format!("forked child {code} (held)"));
         assert_eq!(hear(), "release");
         drop(g);

@@ -79,18 +79,6 @@ fn child(role: &str, key: &str) {
             drop(r);
             hear();
         }
-        // A thread takes the lock, forgets the guard and ends.
-        "thread-ends" => {
-            std::thread::scope(|s| {
-                s.spawn(|| {
-                    let mut g = shm.lock().expect("not poisoned");
-                    g[1] = 5;
-                    std::mem::forget(g);
-                });
-            });
-            say("thread ended");
-            hear();
-        }
         // A thread panics while holding the lock, half-way through an update.
         "panicker" => {
             std::panic::set_hook(Box::new(|_| {}));
@@ -300,52 +288,33 @@ fn blocked_waiters_wake_with_poison_when_the_holder_is_killed() {
     keys.finish();
 }
 
-/// A thread that ends while holding the lock (its guard forgotten) poisons
-/// it — for the other threads of its process and for other processes — and
-/// so does a thread that panics under the lock, and a process that crashes
-/// (SIGABRT) holding it.
+/// A thread that panics under the lock poisons it for other processes, and
+/// so does a process that crashes (SIGABRT) holding it; the data is as they
+/// left it.
 #[test]
-fn thread_end_panic_and_crash_under_the_lock_all_poison() {
-    const ENTRY: &str = "thread_end_panic_and_crash_under_the_lock_all_poison";
+fn panic_and_crash_under_the_lock_poison() {
+    const ENTRY: &str = "panic_and_crash_under_the_lock_poison";
     if let Some((role, key)) = role() {
         return child(&role, &key);
     }
-    let key = unique_key("thread-end");
+    let key = unique_key("panic-crash");
     let keys = Keys::new(&[&key]);
     let shm = SharedMemory::<Data>::create(&key, [0; 4]).expect("create");
 
-    // In this process: another handle's thread ends holding the lock.
-    {
-        let other = SharedMemory::<Data>::attach(&key).expect("attach");
-        std::thread::scope(|s| {
-            s.spawn(|| std::mem::forget(other.lock().expect("not poisoned")));
-        });
-        let t = Instant::now();
-        let r = shm.lock_timeout(Duration::from_secs(30));
-        assert_poisoned_promptly("thread ended, same process", t.elapsed());
-        assert_eq!(describe(&r), "poisoned");
-        drop(r);
-        shm.clear_poison();
-    }
-    // In another process.
-    for (role, line, expect) in [
-        ("thread-ends", "thread ended", [0, 5]),
-        ("panicker", "panicked", [1, 5]),
-    ] {
-        let mut c = Child::spawn(ENTRY, role, &key, &[]);
-        c.expect(line, LINE);
-        let t = Instant::now();
-        match shm.lock_timeout(Duration::from_secs(30)) {
-            Err(TryLockError::Poisoned(p)) => {
-                assert_poisoned_promptly(role, t.elapsed());
-                assert_eq!(p.into_inner()[..2], expect, "{role}: the data as left");
-            }
-            other => panic!("{role}: {}", describe(&other)),
+    let mut c = Child::spawn(ENTRY, "panicker", &key, &[]);
+    c.expect("panicked", LINE);
+    let t = Instant::now();
+    match shm.lock_timeout(Duration::from_secs(30)) {
+        Err(TryLockError::Poisoned(p)) => {
+            assert_poisoned_promptly("panicker", t.elapsed());
+            assert_eq!(p.into_inner()[..2], [1, 0], "panicker: the data as left");
         }
-        shm.clear_poison();
-        c.send("bye");
-        c.wait_success(LINE);
+        other => panic!("panicker: {}", describe(&other)),
     }
+    shm.clear_poison();
+    c.send("bye");
+    c.wait_success(LINE);
+
     let mut c = Child::spawn(ENTRY, "aborter", &key, &[]);
     c.expect("aborting", LINE);
     let status = c.wait_exit(LINE);
@@ -355,6 +324,129 @@ fn thread_end_panic_and_crash_under_the_lock_all_poison() {
         other => panic!("after a crash: {}", describe(&other)),
     }
     assert_eq!(shm.attach_count(), 1);
+    drop(shm);
+    keys.finish();
+}
+
+/// Runs `role` of the test `entry` in a child process to its end (at most
+/// `timeout`) and returns how it ended, with everything it printed on
+/// standard output and standard error.
+fn run_to_end(
+    entry: &str,
+    role: &str,
+    key: &str,
+    timeout: Duration,
+) -> (std::process::ExitStatus, String, String) {
+    use std::process::{Command, Stdio};
+    let proc = Command::new(std::env::current_exe().expect("test binary path"))
+        .args([entry, "--exact", "--nocapture", "--test-threads=1"])
+        .env(common::ROLE_VAR, role)
+        .env(common::KEY_VAR, key)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn child test process");
+    let pid = proc.id() as i32;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(proc.wait_with_output());
+    });
+    match rx.recv_timeout(timeout) {
+        Ok(out) => {
+            let out = out.expect("wait for the child");
+            let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+            (out.status, text(&out.stdout), text(&out.stderr))
+        }
+        Err(_) => {
+            // SAFETY: kill(2) on our own child, which has not been reaped (the
+            // waiting thread has not returned).
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            panic!("child {role:?} did not end within {timeout:?}");
+        }
+    }
+}
+
+/// The child roles of `a_thread_that_ends_holding_the_lock_aborts_its_process`:
+/// a thread takes the lock, leaks (`Box::leak`) or forgets (`mem::forget`)
+/// its guard, and ends while the process lives on. If the process survives
+/// that, it locks again and says so: a second `&mut` to data that the first
+/// may still be writing.
+fn leaker(role: &str, key: &str) {
+    let shm: &'static SharedMemory<Data> =
+        Box::leak(Box::new(SharedMemory::<Data>::attach(key).expect("attach")));
+    let first: &'static mut Data = match role {
+        "leak" => std::thread::spawn(move || {
+            let g = Box::leak(Box::new(shm.lock().expect("not poisoned")));
+            let r: &'static mut Data = g;
+            r[2] = 11;
+            r
+        })
+        .join()
+        .expect("the leaking thread"),
+        _ => {
+            std::thread::spawn(move || {
+                let mut g = shm.lock().expect("not poisoned");
+                g[2] = 12;
+                std::mem::forget(g);
+            })
+            .join()
+            .expect("the forgetting thread");
+            // Nothing borrows from the forgotten guard here; a program could
+            // as well have kept a raw pointer from it.
+            Box::leak(Box::new([0; 4]))
+        }
+    };
+    say("thread ended, process alive");
+    let mut second = shm.lock().unwrap_or_else(|p| p.into_inner());
+    second[2] = 99;
+    first[2] = 98;
+    say(&format!("second guard while the first lives: {}", second[2]));
+}
+
+/// Soundness: the kernel marks a robust lock owner-dead when the holding
+/// *thread* ends, while its process lives on, and hands it to the next
+/// locker with `EOWNERDEAD`. References from a leaked guard may still be in
+/// use then, so taking the lock again would make two `&mut` to the same data
+/// from safe code. Instead, a thread that ends holding a lock aborts its
+/// process, naming the segment on stderr; only then (the process is gone)
+/// does the lock pass on, with the poison and the data as left.
+#[test]
+fn a_thread_that_ends_holding_the_lock_aborts_its_process() {
+    const ENTRY: &str = "a_thread_that_ends_holding_the_lock_aborts_its_process";
+    if let Some((role, key)) = role() {
+        return leaker(&role, &key);
+    }
+    let key = unique_key("thread-end");
+    let keys = Keys::new(&[&key]);
+    let shm = SharedMemory::<Data>::create(&key, [0; 4]).expect("create");
+    for (how, left) in [("leak", 11), ("forget", 12)] {
+        let (status, out, err) = run_to_end(ENTRY, how, &key, LINE);
+        assert!(
+            !out.contains("second guard"),
+            "{how}: the lock passed to another guard while the first could live:\n{out}"
+        );
+        assert_eq!(
+            common::killed_by(&status),
+            Some(libc::SIGABRT),
+            "{how}: the process must abort ({status}); stdout:\n{out}\nstderr:\n{err}"
+        );
+        let expected = format!("a thread ended while holding the lock of segment {key:?}");
+        assert!(
+            err.contains(&expected),
+            "{how}: stderr does not say {expected:?}:\n{err}"
+        );
+        match shm.try_lock() {
+            Err(TryLockError::Poisoned(p)) => assert_eq!(p.into_inner()[2], left, "{how}"),
+            other => panic!("{how}: after the process died: {}", describe(&other)),
+        }
+        shm.clear_poison();
+        assert_eq!(
+            shm.attach_count(),
+            1,
+            "{how}: the aborted process is not attached"
+        );
+    }
     drop(shm);
     keys.finish();
 }
@@ -579,89 +671,87 @@ fn reap(pid: i32) -> i32 {
     }
 }
 
-/// Processes in different PID namespaces (containers sharing `/dev/shm`)
-/// can have the same thread id. The holder is thread 1 of one namespace, the
-/// locker thread 1 of another: the locker must wait for the lock (and time
-/// out), not be told that it "already holds" it; when the holder is killed,
-/// the locker gets the poison.
+/// What a process in a new PID namespace gets from every way of opening a
+/// segment made outside it, as an exit code: 0 when each is a `LockError`
+/// that says "PID namespace", else the number of the first that was not.
+fn refused_in_new_pid_namespace(key: &str) -> i32 {
+    use typed_shm::{Error, ErrorKind, ReadOnly};
+    fn refused<T>(r: Result<T, Error>) -> bool {
+        matches!(&r, Err(e) if e.kind() == ErrorKind::LockError && e.to_string().contains("PID namespace"))
+    }
+    if !refused(SharedMemory::<Data>::attach(key)) {
+        return 1;
+    }
+    if !refused(SharedMemory::<Data, ReadOnly>::attach(key)) {
+        return 2;
+    }
+    if !refused(SharedMemory::<Data>::open_or_create(key, || [9; 4])) {
+        return 3;
+    }
+    // `create` of a live key is `AlreadyExists`, wherever it comes from.
+    match SharedMemory::<Data>::create(key, [9; 4]) {
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+        _ => return 4,
+    }
+    // A segment made in this namespace is this namespace's.
+    let inner = format!("{key}-inner");
+    let Ok(mine) = SharedMemory::<Data>::create(&inner, [5; 4]) else {
+        return 5;
+    };
+    if *mine.lock().expect("not poisoned") != [5; 4] {
+        return 6;
+    }
+    say("created inner");
+    hear();
+    0
+}
+
+/// Soundness: robust locks name their holders by thread id, and thread ids
+/// repeat across PID namespaces (containers sharing `/dev/shm`). A waiter
+/// killed in another namespace with the holder's thread id makes the kernel
+/// mark a held lock owner-dead, and a third process would then write while
+/// the holder still holds it. So a process in another PID namespace than the
+/// creator's is refused with `LockError` by `attach` (read-write and
+/// read-only) and `open_or_create`; a segment created in a new namespace is
+/// refused outside it; the refused calls leave the segment and its lock
+/// untouched.
 #[test]
-fn lockers_in_other_pid_namespaces_with_the_same_thread_id_wait_their_turn() {
-    const ENTRY: &str = "lockers_in_other_pid_namespaces_with_the_same_thread_id_wait_their_turn";
-    if let Some((role, key)) = role() {
-        if role == "ns-holder" {
-            let pid = in_new_pid_namespace(&|| {
-                let shm = SharedMemory::<Data>::attach(&key).expect("attach");
-                let _g = shm.lock().expect("not poisoned");
-                say(&format!("holding as thread {}", common::gettid()));
-                // Until the parent kills us (at most a while).
-                std::thread::sleep(Duration::from_secs(30));
-                9
-            });
-            say(&format!("holder {pid}"));
-            reap(pid);
-        } else {
-            let pid = in_new_pid_namespace(&|| {
-                use std::panic::{AssertUnwindSafe, catch_unwind};
-                std::panic::set_hook(Box::new(|_| {}));
-                let shm = SharedMemory::<Data>::attach(&key).expect("attach");
-                say(&format!("locking as thread {}", common::gettid()));
-                let r = catch_unwind(AssertUnwindSafe(|| {
-                    describe(&shm.lock_timeout(Duration::from_millis(300)))
-                }));
-                let first = match r {
-                    Ok("timed-out") => 0,
-                    Ok(_) => 1,
-                    Err(_) => return 2,
-                };
-                if first != 0 {
-                    return first;
-                }
-                say("timed out");
-                // The parent kills the holder now.
-                let r = catch_unwind(AssertUnwindSafe(|| {
-                    describe(&shm.lock_timeout(Duration::from_secs(20)))
-                }));
-                match r {
-                    Ok("poisoned") => 0,
-                    Ok(_) => 3,
-                    Err(_) => 4,
-                }
-            });
-            let code = reap(pid);
-            say(&format!("locker {code}"));
-        }
+fn processes_in_another_pid_namespace_are_refused_with_lock_error() {
+    const ENTRY: &str = "processes_in_another_pid_namespace_are_refused_with_lock_error";
+    if let Some((_, key)) = role() {
+        let pid = in_new_pid_namespace(&|| refused_in_new_pid_namespace(&key));
+        say(&format!("ns child {}", reap(pid)));
         return;
     }
     if !require_root(ENTRY, "creates PID namespaces") {
         return;
     }
     let key = unique_key("pidns");
-    let keys = Keys::new(&[&key]);
-    let shm = SharedMemory::<Data>::create(&key, [0; 4]).expect("create");
-    let mut holder = Child::spawn(ENTRY, "ns-holder", &key, &[]);
-    // Two lines, from two processes, in either order.
-    let mut lines = [holder.next_line(LINE), holder.next_line(LINE)];
-    lines.sort();
-    assert_eq!(lines[1], "holding as thread 1");
-    let holder_pid: i32 = lines[0].strip_prefix("holder ").unwrap().parse().unwrap();
-    let mut locker = Child::spawn(ENTRY, "ns-locker", &key, &[]);
-    assert_eq!(locker.next_line(LINE), "locking as thread 1");
-    let line = locker.next_line(LINE);
+    let inner = format!("{key}-inner");
+    let keys = Keys::new(&[&key, &inner]);
+    let shm = SharedMemory::<Data>::create(&key, [3; 4]).expect("create");
+    let g = shm.lock().expect("not poisoned");
+    let mut c = Child::spawn(ENTRY, "ns", &key, &[]);
     assert_eq!(
-        line, "timed out",
-        "the locker with the holder's thread id was not made to wait"
+        c.next_line(LINE),
+        "created inner",
+        "the calls in the new namespace"
     );
-    // SAFETY: kill(2) on the holder's global pid, which its parent (our
-    // child) has not reaped yet.
-    assert_eq!(unsafe { libc::kill(holder_pid, libc::SIGKILL) }, 0);
-    assert_eq!(
-        locker.next_line(LINE),
-        "locker 0",
-        "the locker did not get the poison"
-    );
-    holder.wait_success(LINE);
-    locker.wait_success(LINE);
-    assert!(shm.is_poisoned());
+    match SharedMemory::<Data>::attach(&inner) {
+        Err(e) => {
+            assert_eq!(e.kind(), typed_shm::ErrorKind::LockError, "{e}");
+            assert!(e.to_string().contains("PID namespace"), "{e}");
+        }
+        Ok(_) => panic!("a segment created in another PID namespace was attached"),
+    }
+    c.send("bye");
+    assert_eq!(c.next_line(LINE), "ns child 0");
+    c.wait_success(LINE);
+    // Untouched: still held by this thread, not poisoned, one attachment.
+    assert!(matches!(shm.try_lock(), Err(TryLockError::WouldBlock)));
+    drop(g);
+    assert_eq!(*shm.lock().expect("not poisoned"), [3; 4]);
+    assert_eq!(shm.attach_count(), 1);
     drop(shm);
     keys.finish();
 }

@@ -4,9 +4,10 @@
 //!
 //! - create: `shm_open(O_CREAT | O_EXCL)`, an open-file-description write
 //!   lock on byte 0 while initializing, `fchmod` (so the umask cannot change
-//!   the mode), `ftruncate` + `posix_fallocate` (a full `/dev/shm` is an
-//!   error now, not a SIGBUS later), one mapping of header page + data, the
-//!   robust mutex, then the lock downgraded to a read lock;
+//!   the mode), `posix_fallocate`, which sets the size and reserves the
+//!   memory (a full `/dev/shm` is an error now, not a SIGBUS later), one
+//!   mapping of header page + data, the robust mutex, then the lock
+//!   downgraded to a read lock;
 //! - attach: `shm_open`, `fstat` (a regular file of the expected size), a
 //!   read lock on byte 0, `pread` of the header (validated on a copy), one
 //!   mapping;
@@ -85,10 +86,10 @@ impl Protocol {
         // SAFETY: fchmod(2): `fd` is open; 0o600 is a valid mode.
         check("fchmod", unsafe { libc::fchmod(fd, 0o600) } == 0);
         let size = libc::off_t::try_from(len).expect("fits off_t");
-        // SAFETY: ftruncate(2): `fd` is open for writing.
-        check("ftruncate", unsafe { libc::ftruncate(fd, size) } == 0);
-        // SAFETY: posix_fallocate(3): `fd` is open for writing; the range is
-        // within the file's new size.
+        // posix_fallocate(3) also extends the file to `size` (as the library
+        // does, with no `ftruncate` before it).
+        // SAFETY: posix_fallocate(3): `fd` is open for writing; offset 0 and
+        // `size` are non-negative.
         let rc = unsafe { libc::posix_fallocate(fd, 0, size) };
         assert_eq!(rc, 0, "posix_fallocate: {rc}");
         let ptr = floor::map(fd, len);

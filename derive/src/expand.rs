@@ -36,14 +36,35 @@ pub fn expand(s: &Struct) -> TokenStream {
     //   the build unless the field sizes add up to the struct's size;
     // - every field `Pod`, with every bit pattern valid and no pointers: the
     //   `ShmSafeField` bound on each field type requires `ShmSafe: Pod`;
-    // - `Copy + 'static`: the `Pod` impl requires `Copy` (the compiler says
-    //   to derive it); `input` refused generics, so there are no lifetimes;
+    // - `Copy + 'static`: the `Pod` impl requires `Copy` (see below);
+    //   `input` refused generics, so there are no lifetimes;
     // - a fingerprint from the name, size, alignment and every field's name,
     //   offset and fingerprint: built below with `FingerprintBuilder`.
+    //
+    // `Pod` requires `Copy`, and `ShmSafe` requires `Pod`: for a struct
+    // without `Copy`, plain impls fail with errors about bytemuck's traits
+    // (and a "sealed trait" note). Instead both impls are bounded by
+    // `for<'a> Struct: DeriveCopy`, whose supertrait `Copy` satisfies `Pod`
+    // inside them (the `for<'a>` keeps the compiler from rejecting a bound on
+    // a concrete type that does not hold: such an impl just never applies),
+    // and one check, spanned at the struct's name, fails with `DeriveCopy`'s
+    // message: add `#[derive(Clone, Copy)]`. With `external_pod`, the bound
+    // and the check are `ExternalPod`, whose supertrait is `Pod`.
+    let bound = if options.external_pod {
+        quote!(#private::ExternalPod)
+    } else {
+        quote!(#private::DeriveCopy)
+    };
+    let assert = if options.external_pod {
+        quote!(#private::assert_external_pod)
+    } else {
+        quote!(#private::assert_copy)
+    };
+    let requirement = quote_spanned! {ident.span()=>
+        const _: () = #assert::<#ident>();
+    };
     let pod = if options.external_pod {
-        quote_spanned! {ident.span()=>
-            const _: () = #private::assert_external_pod::<#ident>();
-        }
+        quote!()
     } else {
         quote! {
             #[allow(unsafe_code)]
@@ -51,7 +72,7 @@ pub fn expand(s: &Struct) -> TokenStream {
             unsafe impl #private::bytemuck::Zeroable for #ident {}
             #[allow(unsafe_code)]
             #[automatically_derived]
-            unsafe impl #private::bytemuck::Pod for #ident {}
+            unsafe impl #private::bytemuck::Pod for #ident where for<'a> #ident: #bound {}
         }
     };
     // The panic is spanned at the struct's name, so the error points there.
@@ -68,11 +89,12 @@ pub fn expand(s: &Struct) -> TokenStream {
         const _: () = {
             const __SHM_SAFE_FIELDS: [#private::Field; #count] = [ #( #table ),* ];
 
+            #requirement
             #pod
 
             #[allow(unsafe_code)]
             #[automatically_derived]
-            unsafe impl #private::ShmSafe for #ident {
+            unsafe impl #private::ShmSafe for #ident where for<'a> #ident: #bound {
                 const FINGERPRINT: ::core::primitive::u64 = #private::fingerprint(
                     #name,
                     ::core::mem::size_of::<#ident>(),

@@ -125,8 +125,40 @@ use proc_macro::TokenStream;
 /// # let _ = Sample::FINGERPRINT;
 /// ```
 ///
-/// If `typed_shm` is renamed in `Cargo.toml`, say where it is with
-/// `#[shm_safe(crate = "path::to::typed_shm")]`.
+/// # Where `typed_shm` is: `#[shm_safe(crate = "…")]`
+///
+/// The generated code names `::typed_shm`. When a crate reaches typed-shm
+/// under another path — renamed in `Cargo.toml`, or re-exported by another
+/// crate — say where with `crate = "path"`:
+///
+/// ```
+/// // A crate that re-exports typed-shm to its users as `my_ipc::shm`.
+/// mod my_ipc {
+///     pub use typed_shm as shm;
+/// }
+///
+/// #[derive(Clone, Copy, my_ipc::shm::ShmSafe)]
+/// #[repr(C)]
+/// #[shm_safe(crate = "crate::my_ipc::shm")]
+/// struct Sample {
+///     t: u64,
+///     value: f64,
+/// }
+/// # fn main() {
+/// #     use my_ipc::shm::ShmSafe as _;
+/// #     assert_ne!(Sample::FINGERPRINT, 0);
+/// # }
+/// ```
+///
+/// The path must name **this crate**, `typed_shm` itself (under any name or
+/// re-export), and it is trusted like an `unsafe` block: the derive emits
+/// `unsafe impl`s whose soundness rests on the checks it reaches through that
+/// path (the field bounds, the padding check, the `Copy` check). A path to a
+/// module that only looks like it — one that provides items of the same
+/// names but checks less, or re-exports the real traits next to lax checks —
+/// compiles and makes those `unsafe impl`s unsound. Other paths, such as
+/// another crate's, fail to compile. Without the option the path is
+/// `::typed_shm`, which needs no trust.
 ///
 /// # `unsafe_code`
 ///

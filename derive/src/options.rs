@@ -7,7 +7,10 @@ pub struct Options {
     /// `external_pod`: `bytemuck::Pod` and `Zeroable` are implemented
     /// elsewhere (bytemuck's own derives, or by hand); emit neither.
     pub external_pod: bool,
-    /// `crate = "path"`: where `typed_shm` is, for a renamed dependency.
+    /// `crate = "path"`: where `typed_shm` is, for a renamed or re-exported
+    /// dependency. Trusted like `unsafe`: the emitted `unsafe impl`s rely on
+    /// the checks found through this path, so it must name typed_shm itself
+    /// (the derive's docs say so to users).
     pub krate: Path,
 }
 

@@ -1,7 +1,9 @@
 //! The only module that calls the operating system.
 //!
 //! Everything above it works with safe wrappers: file descriptors, stat
-//! records, open-file-description locks, and a raw robust mutex.
+//! records, open-file-description locks, a raw robust mutex, and per-thread
+//! and per-process facts (lock tokens, the `fork` generation, the PID
+//! namespace).
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 compile_error!(
@@ -10,5 +12,9 @@ compile_error!(
 );
 
 mod linux;
+mod mutex;
+mod thread;
 
 pub(crate) use linux::*;
+pub(crate) use mutex::*;
+pub(crate) use thread::*;
