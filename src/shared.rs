@@ -642,8 +642,8 @@ impl<T: ShmSafe> SharedMemory<T, ReadWrite> {
     ///
     /// The segment gets mode `0600` whatever the umask (see
     /// [`Options::mode`]); its memory is reserved now, so a full `/dev/shm` is
-    /// an error here, never a `SIGBUS` later. A segment left behind by
-    /// processes that all died is reclaimed.
+    /// an error here, never a `SIGBUS` later. A segment of this type left
+    /// behind by processes that all died is reclaimed.
     ///
     /// # Errors
     ///
