@@ -131,6 +131,26 @@ fn full_dev_shm_is_out_of_resources_at_create_time_and_leaves_nothing() {
 #[test]
 fn a_segment_larger_than_dev_shm_is_out_of_resources_from_the_reservation() {
     const ENTRY: &str = "a_segment_larger_than_dev_shm_is_out_of_resources_from_the_reservation";
+    if let Some((_, key)) = role() {
+        // In a process of its own, so that the descriptor count is not
+        // changed by the other tests of this binary running meanwhile.
+        let size: usize = std::env::var("TSHM_SIZE").unwrap().parse().unwrap();
+        let fds = common::open_fds();
+        let e = SharedMemory::<[u8]>::create_slice(&key, size, 0).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::OutOfResources, "{e}");
+        assert!(
+            e.to_string().contains("cannot reserve"),
+            "not the reservation: {e}"
+        );
+        let os = std::error::Error::source(&e)
+            .and_then(|s| s.downcast_ref::<std::io::Error>())
+            .and_then(std::io::Error::raw_os_error);
+        assert_eq!(os, Some(libc::ENOSPC), "the reservation's error: {e}");
+        assert!(!common::exists(&key), "a failed create left its object");
+        assert_eq!(common::open_fds(), fds, "descriptors leaked");
+        say("ok");
+        return;
+    }
     let path = CString::new("/dev/shm").unwrap();
     // SAFETY: `statvfs` is a plain C struct; all-zero is a valid value.
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
@@ -167,19 +187,10 @@ fn a_segment_larger_than_dev_shm_is_out_of_resources_from_the_reservation() {
     assert_eq!(unsafe { libc::munmap(probe, size + (1 << 20)) }, 0);
     let key = unique_key("larger-than-shm");
     let keys = Keys::new(&[&key]);
-    let fds = common::open_fds();
-    let e = SharedMemory::<[u8]>::create_slice(&key, size, 0).unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::OutOfResources, "{e}");
-    assert!(
-        e.to_string().contains("cannot reserve"),
-        "not the reservation: {e}"
-    );
-    let os = std::error::Error::source(&e)
-        .and_then(|s| s.downcast_ref::<std::io::Error>())
-        .and_then(std::io::Error::raw_os_error);
-    assert_eq!(os, Some(libc::ENOSPC), "the reservation's error: {e}");
-    assert!(!common::exists(&key), "a failed create left its object");
-    assert_eq!(common::open_fds(), fds, "descriptors leaked");
+    let mut c = Child::spawn(ENTRY, "too-large", &key, &[("TSHM_SIZE", size.to_string())]);
+    assert_eq!(c.next_line(LINE), "ok");
+    let status = c.wait_exit(LINE);
+    assert!(status.success(), "{status}");
     keys.finish();
 }
 
