@@ -133,7 +133,9 @@
 //!
 //! - the next [`create`](SharedMemory::create) or
 //!   [`open_or_create`](SharedMemory::open_or_create) of that key (by the
-//!   same user) removes it and makes a fresh segment;
+//!   same user, with the same type) removes it and makes a fresh segment; a
+//!   file of another type, or one that is not a valid segment, is left
+//!   untouched (`create` says `AlreadyExists`, `open_or_create` why);
 //! - an [`attach`](SharedMemory::attach) attaches to it as the dead processes
 //!   left it — its lock poisoned if one of them died holding it — and the
 //!   last handle to go after that removes it as usual.

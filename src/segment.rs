@@ -22,7 +22,9 @@
 //!   was the last one, marks the state `DESTROYED` and removes the name.
 //! - *reclaim*: `create` on an existing name tries the write lock; if it gets
 //!   it, nobody is attached (everyone died), and the object is removed —
-//!   provided it belongs to this user and is a typed-shm object.
+//!   provided it belongs to this user and is empty, zero-filled (its creator
+//!   died before writing the header) or a valid segment of the expected type;
+//!   any other file is left untouched.
 //! - *counting*: every handle also write-locks one byte of its own, a *slot*
 //!   at `SLOT_BASE + i` (a free one), so `attach_count` can find each
 //!   live handle with `F_OFD_GETLK` — an exact count, which `/proc/locks`
@@ -254,7 +256,7 @@ impl Segment {
             let fd = match sys::shm_open(&cname, true, settings.mode & 0o777) {
                 Ok(fd) => fd,
                 Err(e) if e.raw_os_error() == Some(libc::EEXIST) && attempt < CREATE_ATTEMPTS => {
-                    reclaim(key, &native, &cname)?;
+                    reclaim(key, &native, &cname, expected)?;
                     continue;
                 }
                 Err(e) => return Err(Error::os("shm_open", key, e)),
@@ -672,10 +674,13 @@ fn check_owner(key: &str, fd: &OwnedFd) -> Result<Stat, Error> {
     Ok(st)
 }
 
-/// `create` found `native` taken: removes it if it is a stale typed-shm object
-/// of this user that nobody is attached to. Returns `Ok` when the caller should
-/// try to create again, or `AlreadyExists` saying why not.
-fn reclaim(key: &str, native: &str, cname: &CString) -> Result<(), Error> {
+/// `create` found `native` taken: removes it if it is a stale segment of this
+/// user that nobody is attached to, and that is either empty or zero-filled
+/// (its creator died before writing the header) or a valid segment of the
+/// expected layout. Anything else (a foreign file, another format, another
+/// type, inconsistent lengths) is left untouched. Returns `Ok` when the caller
+/// should try to create again, or `AlreadyExists` saying why not.
+fn reclaim(key: &str, native: &str, cname: &CString, expected: &Expected) -> Result<(), Error> {
     let exists = |why: &str| {
         Error::new(
             ErrorKind::AlreadyExists,
@@ -727,6 +732,24 @@ fn reclaim(key: &str, native: &str, cname: &CString) -> Result<(), Error> {
             // Not ours, or written by another version or build of this
             // library, whose liveness protocol we cannot assume.
             return Err(foreign());
+        }
+        if !zeroed {
+            // Of this format, but not a segment this program would use
+            // (another type, lengths that do not fit, a state no library
+            // writes): not ours to discard.
+            let not_ours = |why: String| {
+                exists(&format!(
+                    " and is not a stale segment of this type, so it was left untouched \
+                     (remove it by hand if it is stale): {why}"
+                ))
+            };
+            if let Err(e) = header::validate(key, &bytes, st.size, expected) {
+                return Err(not_ours(e.to_string()));
+            }
+            let h: Header = bytemuck::pod_read_unaligned(&bytes);
+            if !matches!(h.state, STATE_INIT | STATE_READY | STATE_DESTROYED) {
+                return Err(not_ours(format!("its state {:#x} is unknown", h.state)));
+            }
         }
         let map = map_all(&fd, key, HEADER_SIZE)?;
         // SAFETY: `map` is a live, page-aligned, read-write HEADER_SIZE-byte

@@ -191,9 +191,11 @@ fn expected<T: ?Sized + ShmData>() -> Result<Expected, Error> {
 ///
 /// The segment is removed when the last handle, in any process, is dropped or
 /// [detached](SharedMemory::detach) — also when some of the attached processes
-/// were killed without detaching. A segment left behind by processes that all
-/// died is reclaimed by the next [`create`](SharedMemory::create) or
-/// [`open_or_create`](SharedMemory::open_or_create) of its key.
+/// were killed without detaching. A segment of the same type left behind by
+/// processes that all died is reclaimed by the next
+/// [`create`](SharedMemory::create) or
+/// [`open_or_create`](SharedMemory::open_or_create) of its key; any other file
+/// under the key (foreign, another type, a bad header) is left untouched.
 ///
 /// # Trust model
 ///
@@ -326,9 +328,10 @@ impl<T: ?Sized + ShmData, A: Access> SharedMemory<T, A> {
     ///
     /// ```
     /// # use typed_shm::SharedMemory;
-    /// let shm = SharedMemory::<u8>::create("doc-native-key", 0)?;
-    /// assert_eq!(shm.native_key(), "/tshm_doc-native-key");
-    /// assert!(std::path::Path::new("/dev/shm/tshm_doc-native-key").exists());
+    /// # let key = format!("doc-native-key-{}", std::process::id());
+    /// let shm = SharedMemory::<u8>::create(&key, 0)?;
+    /// assert_eq!(shm.native_key(), format!("/tshm_{key}"));
+    /// assert!(std::path::Path::new(&format!("/dev/shm/tshm_{key}")).exists());
     /// # Ok::<(), typed_shm::Error>(())
     /// ```
     pub fn native_key(&self) -> &str {
@@ -588,9 +591,10 @@ impl<T: ?Sized + ShmData, A: Access> SharedMemory<T, A> {
     ///
     /// ```
     /// # use typed_shm::SharedMemory;
-    /// let shm = SharedMemory::<u8>::create("doc-detach", 0)?;
+    /// # let key = format!("doc-detach-{}", std::process::id());
+    /// let shm = SharedMemory::<u8>::create(&key, 0)?;
     /// shm.detach()?;
-    /// assert!(!std::path::Path::new("/dev/shm/tshm_doc-detach").exists());
+    /// assert!(!std::path::Path::new(&format!("/dev/shm/tshm_{key}")).exists());
     /// # Ok::<(), typed_shm::Error>(())
     /// ```
     pub fn detach(mut self) -> Result<(), Error> {
@@ -638,14 +642,14 @@ impl<T: ShmSafe> SharedMemory<T, ReadWrite> {
     ///
     /// The segment gets mode `0600` whatever the umask (see
     /// [`Options::mode`]); its memory is reserved now, so a full `/dev/shm` is
-    /// an error here, never a `SIGBUS` later. A segment left behind by
-    /// processes that all died is reclaimed.
+    /// an error here, never a `SIGBUS` later. A segment of this type left
+    /// behind by processes that all died is reclaimed.
     ///
     /// # Errors
     ///
     /// [`AlreadyExists`](crate::ErrorKind::AlreadyExists) if a live segment
-    /// (or a file that is not a typed-shm segment, or another user's) has this
-    /// key; [`KeyError`](crate::ErrorKind::KeyError) for a bad key;
+    /// (or a file that is not a typed-shm segment of this type, or another
+    /// user's) has this key; [`KeyError`](crate::ErrorKind::KeyError) for a bad key;
     /// [`InvalidSize`](crate::ErrorKind::InvalidSize) for a zero-sized `T`;
     /// [`OutOfResources`](crate::ErrorKind::OutOfResources) when memory,
     /// `/dev/shm`, the file-size limit or file descriptors run out;
@@ -875,7 +879,7 @@ impl<T: ?Sized + ShmData> Options<T> {
     /// use typed_shm::{ErrorKind, SharedMemory};
     /// let err = SharedMemory::<u8>::options()
     ///     .timeout(Duration::from_millis(10))
-    ///     .attach("doc-timeout-missing")
+    ///     .attach(&format!("doc-timeout-missing-{}", std::process::id()))
     ///     .unwrap_err();
     /// assert_eq!(err.kind(), ErrorKind::NotFound);
     /// ```

@@ -355,7 +355,8 @@ fn creator_killed_mid_initialization_times_out_then_is_reclaimed() {
 }
 
 /// What a creator killed at the very first steps leaves: an empty object (died
-/// right after `shm_open`) or a zero-filled one (died after `ftruncate`).
+/// right after `shm_open`) or a zero-filled one (died after reserving its
+/// size with `posix_fallocate`).
 /// `attach` times out within its bound, `open_or_create` reclaims.
 #[test]
 fn creator_killed_before_writing_the_header_is_reclaimed() {
@@ -787,5 +788,206 @@ fn concurrent_create_succeeds_exactly_once() {
         drop((peer, winners));
         assert!(!exists(&key), "round {round}: segment left behind");
     }
+    keys.finish();
+}
+
+/// Racing `create` and `open_or_create` across processes: in every round,
+/// four child processes, released together (a file they poll without
+/// sleeping), call `open_or_create` (even rounds) or `create` (odd rounds)
+/// on a new key. Exactly one of them creates the segment; the others attach
+/// to that very segment (`open_or_create`) or get `AlreadyExists` (`create`);
+/// all see the creator's value; the segment goes away with the last of them.
+#[test]
+fn racing_create_and_open_or_create_in_processes_make_exactly_one_segment() {
+    const ENTRY: &str = "racing_create_and_open_or_create_in_processes_make_exactly_one_segment";
+    const CHILDREN: usize = 4;
+    const ROUNDS: usize = 30;
+    if let Some((_, key)) = role() {
+        let go_dir = std::env::var("TSHM_GO_DIR").expect("go dir");
+        let me = u64::from(std::process::id());
+        for round in 0..ROUNDS {
+            let k = format!("{key}-{round}");
+            say(&format!("ready {round}"));
+            let go = format!("{go_dir}/go-{round}");
+            let deadline = Instant::now() + LINE;
+            while std::fs::metadata(&go).is_err() {
+                assert!(Instant::now() < deadline, "no go signal");
+                std::hint::spin_loop();
+            }
+            let shm = if round % 2 == 0 {
+                Some(
+                    SharedMemory::<Data>::open_or_create(&k, || [me, round as u64, 0, 0])
+                        .expect("open_or_create"),
+                )
+            } else {
+                match SharedMemory::<Data>::create(&k, [me, round as u64, 0, 0]) {
+                    Ok(s) => Some(s),
+                    Err(e) if e.kind() == ErrorKind::AlreadyExists => None,
+                    Err(e) => panic!("create: {e}"),
+                }
+            };
+            match &shm {
+                Some(s) => {
+                    let v = *s.lock().expect("not poisoned");
+                    say(&format!(
+                        "{} {} {}",
+                        if s.created() { "created" } else { "attached" },
+                        v[0],
+                        v[1]
+                    ));
+                }
+                None => say("exists"),
+            }
+            assert_eq!(hear(), "next");
+            drop(shm);
+            say(&format!("dropped {round}"));
+        }
+        return;
+    }
+    let base = unique_key("racing-procs");
+    let names: Vec<String> = (0..ROUNDS).map(|r| format!("{base}-{r}")).collect();
+    let keys = Keys::new(&names.iter().map(String::as_str).collect::<Vec<_>>());
+    let go_dir = std::env::temp_dir().join(format!("tshm-race-{}", std::process::id()));
+    std::fs::create_dir_all(&go_dir).unwrap();
+    let go_env = [("TSHM_GO_DIR", go_dir.to_string_lossy().into_owned())];
+    let mut children: Vec<Child> = (0..CHILDREN)
+        .map(|_| Child::spawn(ENTRY, "racer", &base, &go_env))
+        .collect();
+    let pids: Vec<u64> = children.iter().map(|c| c.pid() as u64).collect();
+    let mut creators_seen = std::collections::HashSet::new();
+    for (round, name) in names.iter().enumerate() {
+        for c in &mut children {
+            c.expect(&format!("ready {round}"), LINE);
+        }
+        std::fs::write(go_dir.join(format!("go-{round}")), b"").unwrap();
+        let lines: Vec<String> = children.iter_mut().map(|c| c.next_line(LINE)).collect();
+        let created: Vec<&String> = lines.iter().filter(|l| l.starts_with("created ")).collect();
+        assert_eq!(created.len(), 1, "round {round}: {lines:?}");
+        let value = created[0].strip_prefix("created ").unwrap();
+        let (creator, value_round) = value.split_once(' ').unwrap();
+        let creator: u64 = creator.parse().unwrap();
+        assert!(pids.contains(&creator), "round {round}: value from {creator}");
+        assert_eq!(value_round, round.to_string(), "round {round}: a stale value");
+        creators_seen.insert(creator);
+        for l in &lines {
+            if round % 2 == 0 {
+                assert!(
+                    *l == format!("created {value}") || *l == format!("attached {value}"),
+                    "round {round}: another segment or value: {lines:?}"
+                );
+            } else {
+                assert!(
+                    *l == format!("created {value}") || l == "exists",
+                    "round {round}: create did not refuse: {lines:?}"
+                );
+            }
+        }
+        for c in &mut children {
+            c.send("next");
+        }
+        for c in &mut children {
+            c.expect(&format!("dropped {round}"), LINE);
+        }
+        assert!(
+            wait_until(Duration::from_secs(5), || !exists(name)),
+            "round {round}: segment left behind"
+        );
+    }
+    for c in &mut children {
+        c.wait_success(LINE);
+    }
+    let _ = std::fs::remove_dir_all(&go_dir);
+    // Not a test of fairness; only a sign that the race was real.
+    common::tell(&format!(
+        "racing processes: {} different creators over {ROUNDS} rounds\n",
+        creators_seen.len()
+    ));
+    keys.finish();
+}
+
+/// `attach_count()` is exact across processes: three children attach two
+/// handles each (two of them churning other segments all the while, which
+/// takes and drops the same kind of locks): every process counts exactly
+/// 7; a child killed with SIGKILL drops out of the count at once (the kernel
+/// releases its locks), one handle dropped elsewhere is exactly one less.
+#[test]
+fn attach_count_is_exact_across_processes_and_drops_a_killed_one() {
+    const ENTRY: &str = "attach_count_is_exact_across_processes_and_drops_a_killed_one";
+    if let Some((_, key)) = role() {
+        let mut handles: Vec<SharedMemory<Data>> = (0..2)
+            .map(|_| SharedMemory::<Data>::attach(&key).expect("attach"))
+            .collect();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let churn = std::env::var("TSHM_CHURN").ok().map(|k| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let x = SharedMemory::<Data>::create(&k, [1; 4]).expect("create");
+                    let y = SharedMemory::<Data>::attach(&k).expect("attach");
+                    drop((x, y));
+                }
+            })
+        });
+        say("attached");
+        loop {
+            match hear().as_str() {
+                "count" => say(&format!("count {}", handles[0].attach_count())),
+                "drop" => {
+                    handles.pop();
+                    say("dropped");
+                }
+                _ => break,
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(c) = churn {
+            c.join().expect("churner");
+        }
+        return;
+    }
+    let key = unique_key("count-procs");
+    let churn: Vec<String> = (0..3).map(|i| format!("{key}-churn-{i}")).collect();
+    let mut all: Vec<&str> = churn.iter().map(String::as_str).collect();
+    all.push(&key);
+    let keys = Keys::new(&all);
+    let a = SharedMemory::<Data>::create(&key, [0; 4]).expect("create");
+    // Child 0 is killed later: it churns nothing (a killed churner would
+    // leave its stale segment behind).
+    let mut children: Vec<Child> = (0..3)
+        .map(|i| {
+            let env: Vec<(&str, String)> = if i == 0 {
+                vec![]
+            } else {
+                vec![("TSHM_CHURN", churn[i].clone())]
+            };
+            Child::spawn(ENTRY, "counted", &key, &env)
+        })
+        .collect();
+    for c in &mut children {
+        c.expect("attached", LINE);
+    }
+    let check = |expected: usize, children: &mut [Child]| {
+        for _ in 0..500 {
+            assert_eq!(a.attach_count(), expected, "in the creator");
+        }
+        for c in children.iter_mut() {
+            c.send("count");
+            c.expect(&format!("count {expected}"), LINE);
+        }
+    };
+    check(7, &mut children);
+    let status = children[0].kill_running();
+    assert_eq!(common::killed_by(&status), Some(libc::SIGKILL), "{status}");
+    assert_eq!(a.attach_count(), 5, "right after the kill");
+    check(5, &mut children[1..]);
+    children[1].send("drop");
+    children[1].expect("dropped", LINE);
+    check(4, &mut children[1..]);
+    for c in &mut children[1..] {
+        c.send("bye");
+        c.wait_success(LINE);
+    }
+    assert_eq!(a.attach_count(), 1);
+    drop(a);
     keys.finish();
 }

@@ -10,19 +10,17 @@ use common::{Child, Keys, hear, say, unique_key};
 use typed_shm::{ErrorKind, ReadOnly, SharedMemory, TryLockError};
 
 const T: Duration = Duration::from_secs(20);
-const ENTRY: &str = "child_entry";
 
 /// Two fields that a correct writer always keeps equal: a holder killed
 /// between the two stores leaves them unequal.
 type Pair = [u64; 2];
 
-/// Not a test of its own: the entry point of every child role.
-#[test]
-fn child_entry() {
-    let Some((role, key)) = common::role() else { return };
-    match role.as_str() {
+/// The child roles of the tests of this file; each test runs them as roles
+/// of itself (see `common`).
+fn child(role: &str, key: &str) {
+    match role {
         "read-write-back" => {
-            let shm = SharedMemory::<[u64; 4]>::attach(&key).unwrap();
+            let shm = SharedMemory::<[u64; 4]>::attach(key).unwrap();
             let mut g = shm.lock().unwrap();
             say(&format!("saw {:?}", *g));
             for v in g.iter_mut() {
@@ -30,14 +28,14 @@ fn child_entry() {
             }
         }
         "reader" => {
-            let shm = SharedMemory::<u64, ReadOnly>::attach(&key).unwrap();
+            let shm = SharedMemory::<u64, ReadOnly>::attach(key).unwrap();
             say(&format!("first {}", *shm.lock().unwrap()));
             // Wait (bounded) for the parent's next write to show through.
             let ok = common::wait_until(T, || *shm.lock().unwrap() == 2);
             say(if ok { "saw 2" } else { "never saw 2" });
         }
         "hold-lock" => {
-            let shm = SharedMemory::<Pair>::attach(&key).unwrap();
+            let shm = SharedMemory::<Pair>::attach(key).unwrap();
             let g = shm.lock().unwrap();
             say("locked");
             assert_eq!(hear(), "release");
@@ -45,7 +43,7 @@ fn child_entry() {
             say("released");
         }
         "die-half-way" => {
-            let shm = SharedMemory::<Pair>::attach(&key).unwrap();
+            let shm = SharedMemory::<Pair>::attach(key).unwrap();
             let mut g = shm.lock().unwrap();
             g[0] += 1; // first step of a two-step update...
             say("half-written");
@@ -54,7 +52,7 @@ fn child_entry() {
             g[1] += 1;
         }
         "clear-poison" => {
-            let shm = SharedMemory::<Pair>::attach(&key).unwrap();
+            let shm = SharedMemory::<Pair>::attach(key).unwrap();
             say(&format!("poisoned {}", shm.is_poisoned()));
             let mut g = shm.lock().unwrap_err().into_inner();
             g[1] = g[0]; // repair the invariant
@@ -63,18 +61,18 @@ fn child_entry() {
             say("cleared");
         }
         "attach-and-wait" => {
-            let shm = SharedMemory::<u64>::attach(&key).unwrap();
+            let shm = SharedMemory::<u64>::attach(key).unwrap();
             say(&format!("attached {}", *shm.lock().unwrap()));
             let _ = hear(); // killed or told to go
         }
         "create-and-wait" => {
-            let shm = SharedMemory::<u64>::create(&key, 41).unwrap();
+            let shm = SharedMemory::<u64>::create(key, 41).unwrap();
             say("created");
             let _ = hear();
             drop(shm);
         }
         "attach-other-type" => {
-            let err = SharedMemory::<[u32; 2]>::attach(&key).unwrap_err();
+            let err = SharedMemory::<[u32; 2]>::attach(key).unwrap_err();
             say(&format!("{:?}", err.kind()));
             say(&err.to_string());
         }
@@ -84,6 +82,10 @@ fn child_entry() {
 
 #[test]
 fn typed_data_written_by_one_process_is_read_by_another() {
+    const ENTRY: &str = "typed_data_written_by_one_process_is_read_by_another";
+    if let Some((role, key)) = common::role() {
+        return child(&role, &key);
+    }
     let key = unique_key("crosses");
     let keys = Keys::new(&[&key]);
     let shm = SharedMemory::<[u64; 4]>::create(&key, [1, 2, 3, 4]).unwrap();
@@ -97,6 +99,10 @@ fn typed_data_written_by_one_process_is_read_by_another() {
 
 #[test]
 fn read_only_handle_in_another_process_sees_writes() {
+    const ENTRY: &str = "read_only_handle_in_another_process_sees_writes";
+    if let Some((role, key)) = common::role() {
+        return child(&role, &key);
+    }
     let key = unique_key("ro-sees");
     let keys = Keys::new(&[&key]);
     let shm = SharedMemory::<u64>::create(&key, 1).unwrap();
@@ -111,6 +117,11 @@ fn read_only_handle_in_another_process_sees_writes() {
 
 #[test]
 fn try_lock_would_block_and_lock_timeout_times_out_while_another_process_holds_the_lock() {
+    const ENTRY: &str =
+        "try_lock_would_block_and_lock_timeout_times_out_while_another_process_holds_the_lock";
+    if let Some((role, key)) = common::role() {
+        return child(&role, &key);
+    }
     let key = unique_key("contend");
     let keys = Keys::new(&[&key]);
     let shm = SharedMemory::<Pair>::create(&key, [0, 0]).unwrap();
@@ -139,6 +150,10 @@ fn try_lock_would_block_and_lock_timeout_times_out_while_another_process_holds_t
 
 #[test]
 fn holder_killed_by_sigkill_poisons_the_next_lock_with_its_half_written_data() {
+    const ENTRY: &str = "holder_killed_by_sigkill_poisons_the_next_lock_with_its_half_written_data";
+    if let Some((role, key)) = common::role() {
+        return child(&role, &key);
+    }
     let key = unique_key("killed");
     let keys = Keys::new(&[&key]);
     let shm = SharedMemory::<Pair>::create(&key, [5, 5]).unwrap();
@@ -165,6 +180,10 @@ fn holder_killed_by_sigkill_poisons_the_next_lock_with_its_half_written_data() {
 
 #[test]
 fn clear_poison_from_another_process_clears_it_for_everyone() {
+    const ENTRY: &str = "clear_poison_from_another_process_clears_it_for_everyone";
+    if let Some((role, key)) = common::role() {
+        return child(&role, &key);
+    }
     let key = unique_key("clear");
     let keys = Keys::new(&[&key]);
     let shm = SharedMemory::<Pair>::create(&key, [0, 0]).unwrap();
@@ -185,6 +204,10 @@ fn clear_poison_from_another_process_clears_it_for_everyone() {
 
 #[test]
 fn last_detach_removes_the_segment_even_when_an_attacher_was_killed() {
+    const ENTRY: &str = "last_detach_removes_the_segment_even_when_an_attacher_was_killed";
+    if let Some((role, key)) = common::role() {
+        return child(&role, &key);
+    }
     let key = unique_key("last");
     let keys = Keys::new(&[&key]);
     let shm = SharedMemory::<u64>::create(&key, 7).unwrap();
@@ -209,6 +232,10 @@ fn last_detach_removes_the_segment_even_when_an_attacher_was_killed() {
 
 #[test]
 fn a_segment_whose_users_were_all_killed_is_reclaimed_by_open_or_create() {
+    const ENTRY: &str = "a_segment_whose_users_were_all_killed_is_reclaimed_by_open_or_create";
+    if let Some((role, key)) = common::role() {
+        return child(&role, &key);
+    }
     let key = unique_key("reclaim");
     let keys = Keys::new(&[&key]);
     let mut creator = Child::spawn(ENTRY, "create-and-wait", &key, &[]);
@@ -233,6 +260,10 @@ fn a_segment_whose_users_were_all_killed_is_reclaimed_by_open_or_create() {
 
 #[test]
 fn a_live_segment_is_attached_not_reclaimed_by_open_or_create() {
+    const ENTRY: &str = "a_live_segment_is_attached_not_reclaimed_by_open_or_create";
+    if let Some((role, key)) = common::role() {
+        return child(&role, &key);
+    }
     let key = unique_key("live");
     let keys = Keys::new(&[&key]);
     let mut creator = Child::spawn(ENTRY, "create-and-wait", &key, &[]);
@@ -252,6 +283,10 @@ fn a_live_segment_is_attached_not_reclaimed_by_open_or_create() {
 
 #[test]
 fn attach_with_another_element_type_is_a_layout_mismatch_and_leaves_the_segment_intact() {
+    const ENTRY: &str = "attach_with_another_element_type_is_a_layout_mismatch_and_leaves_the_segment_intact";
+    if let Some((role, key)) = common::role() {
+        return child(&role, &key);
+    }
     let key = unique_key("mismatch");
     let keys = Keys::new(&[&key]);
     let shm = SharedMemory::<u64>::create(&key, 0xABCD).unwrap();

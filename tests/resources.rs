@@ -82,9 +82,14 @@ fn full_dev_shm_is_out_of_resources_at_create_time_and_leaves_nothing() {
         assert_eq!(rc, 0, "mount tmpfs on /dev/shm");
         assert!(shm_entries().is_empty(), "a fresh /dev/shm");
 
+        // 1 MiB: above the free space, and easily mapped.
         let e = SharedMemory::<[u8]>::create_slice(&key, 1 << 20, 0).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::OutOfResources, "{e}");
         assert!(e.to_string().contains("/dev/shm"), "the message says where: {e}");
+        let os = std::error::Error::source(&e)
+            .and_then(|s| s.downcast_ref::<std::io::Error>())
+            .and_then(std::io::Error::raw_os_error);
+        assert_eq!(os, Some(libc::ENOSPC), "the reservation's error: {e}");
         assert!(
             shm_entries().is_empty(),
             "a failed create left {:?}",
@@ -113,6 +118,79 @@ fn full_dev_shm_is_out_of_resources_at_create_time_and_leaves_nothing() {
     let key = unique_key("full");
     let keys = Keys::new(&[&key]);
     run_child(ENTRY, "full", &key);
+    keys.finish();
+}
+
+/// A segment larger than the whole of `/dev/shm` (so larger than its free
+/// space, whatever else runs) but small enough to map: `create` fails with
+/// `OutOfResources` from `posix_fallocate` (`ENOSPC`, the message says it
+/// could not reserve the space) — not from `mmap`, which could map it, and
+/// not later as SIGBUS — and leaves no object and no descriptor. No root
+/// needed: the real `/dev/shm`, and the kernel refuses such a reservation
+/// up front, without filling the file system.
+#[test]
+fn a_segment_larger_than_dev_shm_is_out_of_resources_from_the_reservation() {
+    const ENTRY: &str = "a_segment_larger_than_dev_shm_is_out_of_resources_from_the_reservation";
+    if let Some((_, key)) = role() {
+        // In a process of its own, so that the descriptor count is not
+        // changed by the other tests of this binary running meanwhile.
+        let size: usize = std::env::var("TSHM_SIZE").unwrap().parse().unwrap();
+        let fds = common::open_fds();
+        let e = SharedMemory::<[u8]>::create_slice(&key, size, 0).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::OutOfResources, "{e}");
+        assert!(
+            e.to_string().contains("cannot reserve"),
+            "not the reservation: {e}"
+        );
+        let os = std::error::Error::source(&e)
+            .and_then(|s| s.downcast_ref::<std::io::Error>())
+            .and_then(std::io::Error::raw_os_error);
+        assert_eq!(os, Some(libc::ENOSPC), "the reservation's error: {e}");
+        assert!(!common::exists(&key), "a failed create left its object");
+        assert_eq!(common::open_fds(), fds, "descriptors leaked");
+        say("ok");
+        return;
+    }
+    let path = CString::new("/dev/shm").unwrap();
+    // SAFETY: `statvfs` is a plain C struct; all-zero is a valid value.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: statvfs(3) with a NUL-terminated path and a pointer to a
+    // statvfs struct.
+    assert_eq!(unsafe { libc::statvfs(path.as_ptr(), &mut st) }, 0, "statvfs");
+    let total = st.f_blocks * st.f_frsize;
+    let free = st.f_bavail * st.f_frsize;
+    if total == 0 {
+        // A tmpfs without a size limit: a reservation would fill memory.
+        common::skip(ENTRY, "/dev/shm has no size limit to exceed");
+        return;
+    }
+    let size = usize::try_from(total + (1 << 20)).expect("fits in usize");
+    assert!(size as u64 > free);
+    // SAFETY: mmap(2) of anonymous memory, no address hint, no access and no
+    // reservation of swap: it only asks for address space, and is unmapped
+    // at once below.
+    let probe = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            size + (1 << 20),
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if probe == libc::MAP_FAILED {
+        common::skip(ENTRY, "this process cannot map a region larger than /dev/shm");
+        return;
+    }
+    // SAFETY: munmap(2) of the whole region mapped just above.
+    assert_eq!(unsafe { libc::munmap(probe, size + (1 << 20)) }, 0);
+    let key = unique_key("larger-than-shm");
+    let keys = Keys::new(&[&key]);
+    let mut c = Child::spawn(ENTRY, "too-large", &key, &[("TSHM_SIZE", size.to_string())]);
+    assert_eq!(c.next_line(LINE), "ok");
+    let status = c.wait_exit(LINE);
+    assert!(status.success(), "{status}");
     keys.finish();
 }
 

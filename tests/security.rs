@@ -3,8 +3,8 @@
 //! key, planted symbolic links, writes through a read-only mapping, and a user
 //! with read permission only.
 //!
-//! Tests that switch users need root; without it they skip with a printed
-//! reason (and fail when `CI=true`).
+//! Parts that switch users need root; without it they are skipped, printed
+//! and counted (`common::skip`), and fail instead when `CI` is set.
 #![allow(unsafe_code)]
 
 mod common;
@@ -59,27 +59,32 @@ fn put_u64(b: &mut [u8], at: usize, v: u64) {
     b[at..at + 8].copy_from_slice(&v.to_ne_bytes());
 }
 
-/// Every way of opening `key` fails with `kind` (for `open_or_create`: fails
-/// at all), without a panic, without changing the file, and without leaving
-/// a mapping or a descriptor of it in this process.
-fn assert_refused(case: &str, key: &str, kind: ErrorKind, ooc_kind: Option<ErrorKind>) {
+/// Options with a short timeout (for files that never become ready).
+fn quick() -> typed_shm::Options<Data> {
+    let mut o = SharedMemory::<Data>::options();
+    o.timeout(Duration::from_millis(50));
+    o
+}
+
+/// Every way of opening `key` fails — `attach` (read-write and read-only)
+/// and `open_or_create` with `kind`, `create` with `AlreadyExists` — without
+/// a panic, without changing the file (content, size, times, mode), and
+/// without leaving a mapping or a descriptor of it in this process.
+fn assert_refused(case: &str, key: &str, kind: ErrorKind) {
     let path = shm_path(key);
     let before = snapshot(&path);
-    let quick = || {
-        let mut o = SharedMemory::<Data>::options();
-        o.timeout(Duration::from_millis(50));
-        o
-    };
     let e = quick().attach(key).expect_err(case);
     assert_eq!(e.kind(), kind, "{case}: attach: {e}");
     let e = quick().attach_read_only(key).expect_err(case);
     assert_eq!(e.kind(), kind, "{case}: attach read-only: {e}");
     let e = quick().open_or_create(key, || [0; 4]).expect_err(case);
-    if let Some(k) = ooc_kind {
-        assert_eq!(e.kind(), k, "{case}: open_or_create: {e}");
-    }
+    assert_eq!(e.kind(), kind, "{case}: open_or_create: {e}");
     let e = quick().create(key, [0; 4]).expect_err(case);
     assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{case}: create: {e}");
+    assert!(
+        e.to_string().contains("untouched"),
+        "{case}: create says what it did: {e}"
+    );
     assert_eq!(snapshot(&path), before, "{case}: the file was changed");
     assert!(
         !common::process_uses(&path),
@@ -89,9 +94,11 @@ fn assert_refused(case: &str, key: &str, kind: ErrorKind, ooc_kind: Option<Error
 
 /// Foreign and crafted files under a key — random bytes, too short, wrong
 /// magic, a future format version, another ABI, lengths larger than the file
-/// or overflowing, another type — each give their own `ErrorKind`, never
-/// `Ok`, never a panic or a mapping beyond the file, and the file stays
-/// exactly as it was.
+/// or overflowing, another type — each give their own `ErrorKind` from
+/// `attach` and `open_or_create`, `AlreadyExists` from `create`, never `Ok`,
+/// never a panic or a mapping beyond the file, and the file stays exactly as
+/// it was: nobody is attached to them, but none is a stale segment of this
+/// type, so none is reclaimed.
 #[test]
 fn hostile_files_give_their_error_kind_and_stay_untouched() {
     let key = unique_key("hostile");
@@ -114,83 +121,73 @@ fn hostile_files_give_their_error_kind_and_stay_untouched() {
         b
     };
     use ErrorKind::*;
-    let cases: Vec<(&str, Vec<u8>, ErrorKind, Option<ErrorKind>)> = vec![
-        ("random bytes", random(8192), Corrupted, Some(Corrupted)),
-        ("too short", random(100), Corrupted, Some(Corrupted)),
-        ("wrong magic", edit(&|b| b[0] ^= 0x20), Corrupted, Some(Corrupted)),
-        (
-            "future version",
-            edit(&|b| put_u32(b, 8, 2)),
-            IncompatibleVersion,
-            Some(IncompatibleVersion),
-        ),
+    let cases: Vec<(&str, Vec<u8>, ErrorKind)> = vec![
+        ("random bytes", random(8192), Corrupted),
+        ("too short", random(100), Corrupted),
+        ("wrong magic", edit(&|b| b[0] ^= 0x20), Corrupted),
+        ("future version", edit(&|b| put_u32(b, 8, 2)), IncompatibleVersion),
         (
             "other ABI (mutex size)",
             edit(&|b| put_u32(b, 20, 48)),
             IncompatibleVersion,
-            Some(IncompatibleVersion),
         ),
         (
             "other ABI (byte order)",
             edit(&|b| put_u32(b, 28, 0x0403_0201)),
             IncompatibleVersion,
-            Some(IncompatibleVersion),
         ),
         (
             "data longer than the file",
             edit(&|b| put_u64(b, 48, 1 << 20)),
             Corrupted,
-            None,
         ),
         (
             "offset + length overflow",
             edit(&|b| put_u64(b, 40, u64::MAX - 4095)),
             Corrupted,
-            None,
         ),
-        (
-            "length u64::MAX",
-            edit(&|b| put_u64(b, 48, u64::MAX)),
-            Corrupted,
-            None,
-        ),
-        (
-            "another type",
-            edit(&|b| put_u64(b, 80, 0x1234)),
-            LayoutMismatch,
-            None,
-        ),
+        ("length u64::MAX", edit(&|b| put_u64(b, 48, u64::MAX)), Corrupted),
+        ("element count disagrees", edit(&|b| put_u64(b, 72, 2)), Corrupted),
+        ("file cut short", good[..4096 + 16].to_vec(), Corrupted),
+        ("another type", edit(&|b| put_u64(b, 80, 0x1234)), LayoutMismatch),
     ];
-    for (case, bytes, kind, ooc) in cases {
+    for (case, bytes, kind) in cases {
         plant(&key, &bytes);
-        // open_or_create must never touch what it cannot prove is its own:
-        // for the cases without a kind, it reclaims (an unused segment of this
-        // very format) or reports — both leave no handle on a bad file.
-        if ooc.is_none() {
-            let path = shm_path(&key);
-            let before = snapshot(&path);
-            let quick = || {
-                let mut o = SharedMemory::<Data>::options();
-                o.timeout(Duration::from_millis(50));
-                o
-            };
-            for ro in [false, true] {
-                let e = if ro {
-                    quick().attach_read_only(&key).map(drop).unwrap_err()
-                } else {
-                    quick().attach(&key).map(drop).unwrap_err()
-                };
-                assert_eq!(e.kind(), kind, "{case}: {e}");
-            }
-            assert_eq!(snapshot(&path), before, "{case}: the file was changed");
-            assert!(
-                !common::process_uses(&path),
-                "{case}: a mapping or descriptor was left"
-            );
-        } else {
-            assert_refused(case, &key, kind, ooc);
-        }
+        assert_refused(case, &key, kind);
         std::fs::remove_file(shm_path(&key)).unwrap();
+    }
+    keys.finish();
+}
+
+/// What `create` and `open_or_create` do reclaim, as documented: a segment
+/// of this very type that nobody is attached to (its users all died), and
+/// what a creator that died before writing the header leaves (an empty or a
+/// zero-filled object). The new segment holds the new value, unpoisoned.
+#[test]
+fn stale_segments_of_this_type_are_reclaimed_by_create_and_open_or_create() {
+    let key = unique_key("stale-reclaim");
+    let keys = Keys::new(&[&key]);
+    let good = real_segment_bytes(&key);
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("a stale segment of this type", good.clone()),
+        ("an empty object", Vec::new()),
+        ("a zero-filled object", vec![0; good.len()]),
+    ];
+    for (case, bytes) in cases {
+        for via_open_or_create in [false, true] {
+            plant(&key, &bytes);
+            let shm = if via_open_or_create {
+                quick().open_or_create(&key, || [9; 4])
+            } else {
+                quick().create(&key, [9; 4])
+            }
+            .unwrap_or_else(|e| panic!("{case}: not reclaimed: {e}"));
+            assert!(shm.created(), "{case}: reclaimed means created anew");
+            assert_eq!(*shm.lock().expect("not poisoned"), [9; 4], "{case}");
+            assert_eq!(shm.attach_count(), 1, "{case}");
+            drop(shm);
+            assert!(!common::exists(&key), "{case}: the new segment was left");
+        }
     }
     keys.finish();
 }
@@ -227,9 +224,22 @@ proptest! {
                 prop_assert_eq!(shm.size(), 32);
                 drop(shm);
             }
-            Err(_) => {
-                prop_assert_eq!(snapshot(&path), before);
+            Err(e) => {
+                prop_assert_eq!(&snapshot(&path), &before);
                 prop_assert!(!common::process_uses(&path));
+                // A file that is refused as not ours (or not this type) is
+                // never reclaimed by create or open_or_create either.
+                if matches!(
+                    e.kind(),
+                    ErrorKind::Corrupted | ErrorKind::IncompatibleVersion | ErrorKind::LayoutMismatch
+                ) {
+                    let c = quick().create(&key, [0; 4]);
+                    prop_assert!(c.is_err(), "create reclaimed a refused file ({e})");
+                    let o = quick().open_or_create(&key, || [0; 4]);
+                    prop_assert!(o.is_err(), "open_or_create reclaimed a refused file ({e})");
+                    prop_assert_eq!(snapshot(&path), before);
+                    prop_assert!(!common::process_uses(&path));
+                }
             }
         }
         drop(keys);
@@ -491,47 +501,61 @@ fn write_through_a_read_only_guard_faults_in_that_process_only() {
     keys.finish();
 }
 
+/// What a user with read permission only gets: `PermissionDenied`, saying
+/// that a handle, even a read-only one, needs write permission.
+fn check_read_only_user(who: &str, key: &str) {
+    let e = SharedMemory::<Data>::attach(key).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{who}: {e}");
+    assert!(e.to_string().contains("write permission"), "{who}: {e}");
+    let e = SharedMemory::<Data, ReadOnly>::attach(key).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{who}: {e}");
+    assert!(
+        e.to_string().contains("read-only handles need write permission"),
+        "{who}: {e}"
+    );
+}
+
+/// The owner of a segment after `chmod 0400` (not root: root passes every
+/// mode check).
+fn check_owner_with_mode_0400(key: &str) {
+    let own = format!("{key}-own");
+    let shm = SharedMemory::<Data>::create(&own, [0; 4]).unwrap();
+    std::fs::set_permissions(shm_path(&own), std::fs::Permissions::from_mode(0o400)).unwrap();
+    check_read_only_user("owner, mode 0400", &own);
+    drop(shm);
+    assert!(!common::exists(&own));
+}
+
 /// A user who may only read the object gets `PermissionDenied` whose message
 /// says why (a handle, even read-only, needs write permission: locking writes
-/// to the segment) — another user with mode 0644, and the owner after
-/// `chmod 0400`.
+/// to the segment) — the owner after `chmod 0400` (run as this user when it
+/// is not root, else in a child that switched to an unprivileged user), and
+/// another user with mode 0644 (needs root to switch users).
 #[test]
 fn read_permission_only_is_permission_denied_that_says_why() {
     const ENTRY: &str = "read_permission_only_is_permission_denied_that_says_why";
     if let Some((role, key)) = role() {
         become_user(NOBODY);
-        let check = |who: &str| {
-            let e = SharedMemory::<Data>::attach(&key).unwrap_err();
-            assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{who}: {e}");
-            assert!(e.to_string().contains("write permission"), "{who}: {e}");
-            let e = SharedMemory::<Data, ReadOnly>::attach(&key).unwrap_err();
-            assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{who}: {e}");
-            assert!(
-                e.to_string().contains("read-only handles need write permission"),
-                "{who}: {e}"
-            );
-        };
         if role == "other-user" {
-            check("another user, mode 0644");
+            check_read_only_user("another user, mode 0644", &key);
         } else {
-            let own = format!("{key}-own");
-            let shm = SharedMemory::<Data>::create(&own, [0; 4]).unwrap();
-            std::fs::set_permissions(shm_path(&own), std::fs::Permissions::from_mode(0o400)).unwrap();
-            let e = SharedMemory::<Data>::attach(&own).unwrap_err();
-            assert_eq!(e.kind(), ErrorKind::PermissionDenied, "owner, mode 0400: {e}");
-            assert!(e.to_string().contains("write permission"), "{e}");
-            drop(shm);
-            assert!(!common::exists(&own));
+            check_owner_with_mode_0400(&key);
         }
         say("denied");
-        return;
-    }
-    if !require_root(ENTRY, "switches to another user") {
         return;
     }
     let key = unique_key("read-only-user");
     let own = format!("{key}-own");
     let keys = Keys::new(&[&key, &own]);
+    // SAFETY: geteuid(2) takes no arguments and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        // The part that needs no other user runs here.
+        check_owner_with_mode_0400(&key);
+    }
+    if !require_root(ENTRY, "switches to another user") {
+        keys.finish();
+        return;
+    }
     let shm = SharedMemory::<Data>::options()
         .mode(0o644)
         .create(&key, [0; 4])

@@ -2,11 +2,27 @@
 //! binary (never `fork()` inside the test harness), every wait has a deadline,
 //! and every segment a test names is removed when the test ends, even when it
 //! fails.
+//!
+//! There is one way to run a child role: the test that needs it starts with
+//!
+//! ```ignore
+//! if let Some((role, key)) = common::role() {
+//!     return child(&role, &key);
+//! }
+//! ```
+//!
+//! and spawns it with `Child::spawn(ENTRY, role, key, env)`, where `ENTRY` is
+//! that test's own name. `Child::spawn` checks all three parts: the entry
+//! must be the calling test itself, the child's harness must run exactly one
+//! test (a renamed test makes it run none, which fails at once, saying so,
+//! instead of a timeout later), and a child never spawns children through a
+//! test that forgot to dispatch its role.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::sync::Mutex;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::time::{Duration, Instant};
 
 /// Environment variable that selects a child's role.
@@ -80,17 +96,75 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// How long a child may take to start its test harness (a loaded machine
+/// with other test binaries building and running).
+const START: Duration = Duration::from_secs(30);
+
+/// What the reader thread of a child's stdout passes on.
+enum Out {
+    /// The harness's "running N tests" line: how many tests the child runs.
+    Running(usize),
+    /// A marked line (without the marker).
+    Line(String),
+}
+
 /// A child process running one role of the current test binary.
 pub struct Child {
     proc: std::process::Child,
-    lines: Receiver<String>,
+    lines: Receiver<Out>,
     role: String,
+}
+
+fn read_child_stdout(out: std::process::ChildStdout, tx: Sender<Out>) {
+    let mut counted = false;
+    for line in BufReader::new(out).lines().map_while(Result::ok) {
+        let msg = if !counted && line.starts_with("running ") {
+            let n = line.split(' ').nth(1).and_then(|n| n.parse().ok());
+            match n {
+                Some(n) => {
+                    counted = true;
+                    Out::Running(n)
+                }
+                None => continue,
+            }
+        } else if let Some(at) = line.find(MARK) {
+            // The harness may print "test name ... " on the same line.
+            Out::Line(line[at + MARK.len()..].to_string())
+        } else {
+            continue;
+        };
+        if tx.send(msg).is_err() {
+            break;
+        }
+    }
 }
 
 impl Child {
     /// Starts the test `entry` of the current test binary with `ROLE_VAR=role`
-    /// and `KEY_VAR=key`, plus `env`.
+    /// and `KEY_VAR=key`, plus `env`, and waits until its harness runs that
+    /// one test.
+    ///
+    /// # Panics
+    ///
+    /// If `entry` is not the calling test (one style: a test spawns roles of
+    /// itself), if this process is itself a child (the test did not dispatch
+    /// its role first), or if the child's harness runs no test of that name.
     pub fn spawn(entry: &str, role: &str, key: &str, env: &[(&str, String)]) -> Child {
+        assert!(
+            std::env::var_os(ROLE_VAR).is_none(),
+            "child role {:?} of {entry:?} tried to spawn a child: the test must start with \
+             `if let Some((role, key)) = common::role() {{ ... return }}`",
+            std::env::var(ROLE_VAR).unwrap_or_default()
+        );
+        if let Some(me) = std::thread::current().name()
+            && me != "main"
+        {
+            assert_eq!(
+                entry, me,
+                "test {me:?} spawns role {role:?} through another test's entry {entry:?}: a \
+                 test runs its children as roles of itself (pass its own name)"
+            );
+        }
         let mut cmd = Command::new(std::env::current_exe().expect("test binary path"));
         cmd.args([entry, "--exact", "--nocapture", "--test-threads=1"])
             .env(ROLE_VAR, role)
@@ -104,20 +178,28 @@ impl Child {
         let mut proc = cmd.spawn().expect("spawn child test process");
         let out = proc.stdout.take().expect("piped stdout");
         let (tx, rx) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                // The harness may print "test name ... " on the same line.
-                if let Some(at) = line.find(MARK) {
-                    if tx.send(line[at + MARK.len()..].to_string()).is_err() {
-                        break;
-                    }
-                }
-            }
-        });
-        Child {
+        std::thread::spawn(move || read_child_stdout(out, tx));
+        let mut child = Child {
             proc,
             lines: rx,
             role: role.to_string(),
+        };
+        match child.lines.recv_timeout(START) {
+            Ok(Out::Running(1)) => child,
+            Ok(Out::Running(n)) => panic!(
+                "child role {role:?}: the test binary ran {n} tests named {entry:?} instead of \
+                 one: no test has this exact name (was it renamed? ENTRY must be the test's \
+                 own name)"
+            ),
+            Ok(Out::Line(l)) => panic!("child role {role:?} printed {l:?} before its harness started"),
+            Err(RecvTimeoutError::Timeout) => {
+                child.kill();
+                panic!("child role {role:?} of {entry:?}: its test harness did not start within {START:?}")
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                let status = child.proc.wait().ok();
+                panic!("child role {role:?} of {entry:?} ended ({status:?}) before its harness started")
+            }
         }
     }
 
@@ -128,7 +210,8 @@ impl Child {
     /// Waits for the next marked line from the child; panics after `timeout`.
     pub fn next_line(&mut self, timeout: Duration) -> String {
         match self.lines.recv_timeout(timeout) {
-            Ok(l) => l,
+            Ok(Out::Line(l)) => l,
+            Ok(Out::Running(_)) => unreachable!("the harness announces its tests once"),
             Err(RecvTimeoutError::Timeout) => {
                 panic!("child {:?} printed nothing within {timeout:?}", self.role)
             }
@@ -139,6 +222,15 @@ impl Child {
                     self.role
                 )
             }
+        }
+    }
+
+    /// The next marked line within `timeout`, or `None` if none came (the
+    /// caller says what that means).
+    pub fn lines_within(&mut self, timeout: Duration) -> Option<String> {
+        match self.lines.recv_timeout(timeout) {
+            Ok(Out::Line(l)) => Some(l),
+            _ => None,
         }
     }
 
@@ -217,28 +309,84 @@ pub fn hear() -> String {
 // ---------------------------------------------------------------------------
 // Additions for the fault, security and resource tests.
 
+/// Whether `CI` is set to anything: then a test that cannot run its
+/// privileged part fails instead of skipping it.
+pub fn in_ci() -> bool {
+    std::env::var_os("CI").is_some_and(|v| !v.is_empty())
+}
+
+/// The privileged parts this test binary skipped, reported at exit.
+static SKIPPED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Writes straight to the standard error stream: the harness captures what
+/// `eprintln!` prints in a passing test, and a skip must be seen.
+pub fn tell(msg: &str) {
+    let _ = std::io::stderr().write_all(msg.as_bytes());
+}
+
+extern "C" fn report_skips() {
+    let skipped = SKIPPED.lock().unwrap_or_else(|p| p.into_inner());
+    if !skipped.is_empty() {
+        tell(&format!(
+            "\nSKIPPED: {} test part(s) of this test binary did not run (with CI set they fail \
+             instead):\n{}\n",
+            skipped.len(),
+            skipped
+                .iter()
+                .map(|s| format!("  SKIPPED {s}\n"))
+                .collect::<String>()
+        ));
+    }
+}
+
+/// Records and prints a skipped part of a test; the binary's last lines,
+/// after the harness's summary, count them again (an exit handler).
+///
+/// # Panics
+///
+/// When `CI` is set (to anything non-empty): there, a skip would hide a
+/// test that must run.
+#[allow(unsafe_code)]
+pub fn skip(test: &str, why: &str) {
+    assert!(
+        !in_ci(),
+        "{test}: {why}, and CI is set: this part must not be skipped in CI"
+    );
+    let mut skipped = SKIPPED.lock().unwrap_or_else(|p| p.into_inner());
+    if skipped.is_empty() {
+        // SAFETY: atexit(3) with a function that takes no arguments, does not
+        // unwind (it only locks a mutex and writes to stderr) and lives as
+        // long as the program.
+        let rc = unsafe { libc::atexit(report_skips) };
+        assert_eq!(rc, 0, "atexit");
+    }
+    skipped.push(format!("{test}: {why}"));
+    tell(&format!("SKIPPED {test}: {why}\n"));
+}
+
 /// Whether this process runs as root. Tests that need root (switching uids,
-/// mount namespaces) call it and skip when it is `false` — printing why — but
-/// fail instead when `CI=true`, where the suite runs as root and a skip would
-/// hide a missing test.
+/// mount and PID namespaces) call it before their privileged part and skip
+/// that part when it is `false`, through [`skip`]: printed at once and
+/// counted at the end of the binary's output — or a failure when `CI` is set
+/// (`.ci/run` exports `CI=true`), where the suite runs as root and a skip
+/// would hide a missing test.
 #[allow(unsafe_code)]
 pub fn require_root(test: &str, why: &str) -> bool {
     // SAFETY: geteuid(2) takes no arguments and cannot fail.
     if unsafe { libc::geteuid() } == 0 {
         return true;
     }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{test} needs root ({why}) and CI=true: it must not be skipped in CI"
-    );
-    eprintln!("SKIPPED {test}: needs root ({why})");
+    skip(test, &format!("needs root ({why})"));
     false
 }
 
 impl Child {
     /// The next marked line if one is already there, without waiting.
     pub fn try_line(&mut self) -> Option<String> {
-        self.lines.try_recv().ok()
+        match self.lines.try_recv() {
+            Ok(Out::Line(l)) => Some(l),
+            _ => None,
+        }
     }
 
     /// Waits up to `timeout` for the child to end and returns how it ended;
@@ -255,6 +403,31 @@ impl Child {
             }
             std::thread::sleep(Duration::from_millis(2));
         }
+    }
+
+    /// How the child ended, if it has (without waiting).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.proc.try_wait().expect("try_wait")
+    }
+
+    /// Kills a child that must still be running with SIGKILL, and returns
+    /// how it ended (the caller checks that the kill ended it).
+    ///
+    /// # Panics
+    ///
+    /// If the child had already ended by itself.
+    pub fn kill_running(&mut self) -> std::process::ExitStatus {
+        if let Some(status) = self.exited() {
+            panic!("child {:?} ended before it was killed: {status}", self.role);
+        }
+        self.kill_and_reap()
+    }
+
+    /// Sends SIGKILL (also to a child that just ended, which it does not
+    /// change) and returns how the child ended.
+    pub fn kill_and_reap(&mut self) -> std::process::ExitStatus {
+        self.proc.kill().expect("kill");
+        self.proc.wait().expect("wait")
     }
 
     /// Sends `signal` to the child (without reaping it).
