@@ -86,7 +86,7 @@ fn open_locked(patience: &Patience<'_>, name: &Name, attempt: u32) -> Result<Opt
     let file = ShmFile::open(&name.cname, false, 0).map_err(|e| cx.os(e))?;
     // The size is final once a creator has sized the object, and one
     // that is still 0 is retried below.
-    let st = check_owner(cx.key, &file)?;
+    let st = check_owner(cx, &file)?;
     if !file.lock(OfdLock::Read).map_err(|e| cx.os(e))? {
         // A creator is initializing it, or the last handle is removing it.
         patience.again(

@@ -246,7 +246,7 @@ fn reclaim(key: &str, native: &str, cname: &CString) -> Result<(), Error> {
             return Err(exists(&format!(" but cannot be opened as a segment: {why}")));
         }
     };
-    let st = match check_owner(key, &fd) {
+    let st = match check_owner(cx, &fd) {
         Ok(st) => st,
         Err(e) => return Err(exists(&format!(" and is not ours to reuse: {e}"))),
     };

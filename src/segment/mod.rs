@@ -132,8 +132,7 @@ fn sleep_backoff(attempt: u32) {
 }
 
 /// Checks that `file` is a regular file owned by this user; returns its stat.
-fn check_owner(key: &str, file: &ShmFile) -> Result<Stat, Error> {
-    let cx = Ctx { key };
+fn check_owner(cx: Ctx<'_>, file: &ShmFile) -> Result<Stat, Error> {
     let st = file.stat().map_err(|e| cx.os(e))?;
     if !st.regular {
         return Err(cx.error(
