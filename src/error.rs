@@ -5,6 +5,8 @@
 use std::fmt;
 use std::io;
 
+use crate::sys::{Call, OsError};
+
 /// What went wrong, in categories that match Qt's `QSharedMemory` errors where
 /// Qt has one.
 ///
@@ -110,8 +112,9 @@ impl Error {
         }
     }
 
-    /// Classifies an OS error from `call` on the segment called `key`.
-    pub(crate) fn os(call: &str, key: &str, err: io::Error) -> Self {
+    /// Classifies the failure of an OS call on the segment called `key`.
+    pub(crate) fn os(key: &str, failure: OsError) -> Self {
+        let OsError { call, error: err } = failure;
         let (kind, advice) = match err.raw_os_error() {
             Some(libc::EACCES | libc::EPERM) => (
                 ErrorKind::PermissionDenied,
@@ -138,7 +141,7 @@ impl Error {
             // Keys are checked before any call, so glibc's shm_open reports
             // EINVAL only for a directory under the name (it turns EISDIR
             // into EINVAL).
-            Some(libc::EINVAL) if call == "shm_open" => (
+            Some(libc::EINVAL) if call == Call::ShmOpen => (
                 ErrorKind::Corrupted,
                 "something that is not a shared-memory object (a directory?) has this name; it was \
                  left untouched",

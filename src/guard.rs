@@ -4,8 +4,10 @@
 use std::fmt;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
+use std::ptr::NonNull;
 
-use crate::shared::{Access, ReadWrite, SharedMemory, ShmData};
+use crate::data::{Access, ReadWrite, ShmData};
+use crate::sync::ShmMutex;
 
 /// Holds a segment's lock; dereferences to the shared data. Dropping it
 /// unlocks.
@@ -58,25 +60,41 @@ use crate::shared::{Access, ReadWrite, SharedMemory, ShmData};
 #[must_use = "if unused the lock is released immediately"]
 #[clippy::has_significant_drop]
 pub struct Guard<'a, T: ?Sized + ShmData, A: Access = ReadWrite> {
-    shm: &'a SharedMemory<T, A>,
+    /// The lock this guard holds.
+    mutex: &'a ShmMutex,
+    /// The data the lock guards.
+    data: NonNull<T>,
     /// Poison on drop if the thread is panicking (write guards that were not
     /// taken during a panic).
     poison_on_panic: bool,
-    /// `MutexGuard<T>` is `!Send`, and `Sync` exactly when `T: Sync`: what
-    /// a lock guard must be.
+    /// `MutexGuard<T>` is `!Send`, and invariant in `T`: what a lock guard
+    /// must be.
     _not_send: PhantomData<std::sync::MutexGuard<'a, T>>,
+    _access: PhantomData<fn() -> A>,
 }
+
+// SAFETY: a shared `&Guard` gives only `&T` (through `Deref`) and never
+// touches the lock (only dropping, which needs the guard itself, unlocks), so
+// sharing a guard between threads is sharing `&T`: sound when `T: Sync`, as
+// for `MutexGuard`.
+unsafe impl<T: ?Sized + ShmData + Sync, A: Access> Sync for Guard<'_, T, A> {}
 
 impl<'a, T: ?Sized + ShmData, A: Access> Guard<'a, T, A> {
     /// # Safety
     ///
-    /// The calling thread must have just acquired `shm`'s lock.
-    #[inline]
-    pub(crate) unsafe fn new(shm: &'a SharedMemory<T, A>) -> Self {
+    /// - The calling thread must have just acquired `mutex`.
+    /// - `data` must point to the data that `mutex` guards, aligned for `T`,
+    ///   holding a valid `T` (every byte pattern is one: `ShmSafe`), valid
+    ///   for reads for `'a` — and for writes if `A` is [`ReadWrite`] — and
+    ///   reached by nobody else while `mutex` is held.
+    #[inline(always)]
+    pub(crate) unsafe fn new(mutex: &'a ShmMutex, data: NonNull<T>) -> Self {
         Guard {
-            shm,
+            mutex,
+            data,
             poison_on_panic: A::WRITABLE && !std::thread::panicking(),
             _not_send: PhantomData,
+            _access: PhantomData,
         }
     }
 }
@@ -86,33 +104,43 @@ impl<T: ?Sized + ShmData, A: Access> Deref for Guard<'_, T, A> {
 
     #[inline(always)]
     fn deref(&self) -> &T {
-        // SAFETY: the pointer is valid for the handle's lifetime, which
-        // outlives the guard: it points into a live mapping of the validated
-        // data length, aligned for `T` (the data starts on a page boundary).
-        // Every bit pattern is a valid `T` (`ShmSafe`). No `&mut T` exists at
-        // the same time: this guard holds the lock, and references to the data
-        // are only handed out through guards.
-        unsafe { &*self.shm.data_ptr() }
+        // SAFETY: NonNull::as_ref requires a pointer that is aligned,
+        // dereferenceable and points to a valid `T`, with no `&mut T` to it
+        // for the returned lifetime:
+        // - aligned, valid for reads for `'a` (which outlives this borrow),
+        //   and a valid `T`: `new`'s contract;
+        // - no `&mut T`: this guard holds the lock, references to the data
+        //   are only handed out through guards, and a `&mut T` needs
+        //   `&mut self`.
+        unsafe { self.data.as_ref() }
     }
 }
 
 impl<T: ?Sized + ShmData> DerefMut for Guard<'_, T, ReadWrite> {
     #[inline(always)]
     fn deref_mut(&mut self) -> &mut T {
-        // SAFETY: as in `deref`; in addition the mapping is writable (a
-        // `ReadWrite` handle maps the data PROT_READ | PROT_WRITE) and the
-        // `&mut self` borrow makes this the only reference to the data.
-        unsafe { &mut *self.shm.data_ptr() }
+        // SAFETY: NonNull::as_mut requires what `as_ref` does (see `deref`),
+        // plus validity for writes and no other reference for the returned
+        // lifetime: the data is writable for a `ReadWrite` guard (`new`'s
+        // contract), and the `&mut self` borrow makes this the only reference
+        // to the data.
+        unsafe { self.data.as_mut() }
     }
 }
 
 impl<T: ?Sized + ShmData, A: Access> Drop for Guard<'_, T, A> {
     #[inline(always)]
     fn drop(&mut self) {
+        if self.mutex.is_inherited() {
+            // A guard inherited across fork(): the lock belongs to the
+            // parent's thread; its words are not ours to touch.
+            return;
+        }
         let poison = self.poison_on_panic && std::thread::panicking();
-        // SAFETY: a guard exists only while its thread holds the lock (`new`'s
+        // SAFETY: ShmMutex::unlock requires that the calling thread holds the
+        // lock: a guard exists only while its thread holds it (`new`'s
         // contract), guards are `!Send`, and this is the guard's only release.
-        unsafe { self.shm.unlock(poison) };
+        unsafe { self.mutex.unlock(poison) };
     }
 }
 

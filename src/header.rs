@@ -34,6 +34,7 @@
 //! The mutex, the holder token and `poisoned` share one 64-byte cache line: taking the
 //! lock writes both, so they travel between cores together.
 
+use std::fmt;
 use std::mem::{align_of, offset_of, size_of};
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
@@ -150,6 +151,16 @@ pub(crate) struct Validated {
     pub data_offset: u64,
     pub data_len: usize,
     pub elem_count: usize,
+}
+
+impl Validated {
+    /// Bytes to map: the header page(s) and the data; `None` if that does
+    /// not fit this process's address space.
+    pub(crate) fn map_len(&self) -> Option<usize> {
+        usize::try_from(self.data_offset)
+            .ok()
+            .and_then(|o| o.checked_add(self.data_len))
+    }
 }
 
 fn abi_stamp(page_size: usize) -> [u32; 6] {
@@ -272,6 +283,116 @@ pub(crate) fn same_format(bytes: &[u8], page_size: usize) -> bool {
         && h.version == VERSION
         && h.header_size == HEADER_SIZE as u32
         && h.abi == abi_stamp(page_size)
+}
+
+/// What the first bytes of an object say before it is validated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Peeked {
+    /// All zeros: created but never initialized (its creator died first).
+    Zeroed,
+    /// Not the typed-shm magic, and not all zeros.
+    Foreign,
+    /// The typed-shm magic, with this `state` word.
+    State(u32),
+}
+
+/// Reads the magic and the `state` word out of a copy of a header.
+pub(crate) fn peek(bytes: &[u8; HEADER_SIZE]) -> Peeked {
+    if bytes[..MAGIC.len()] != MAGIC {
+        return if is_zeroed(bytes) {
+            Peeked::Zeroed
+        } else {
+            Peeked::Foreign
+        };
+    }
+    let at = offset_of!(Header, state);
+    let mut word = [0u8; 4];
+    word.copy_from_slice(&bytes[at..at + 4]);
+    Peeked::State(u32::from_ne_bytes(word))
+}
+
+/// Whether every byte is zero (a fresh object reads so until its creator
+/// writes the header).
+pub(crate) fn is_zeroed(bytes: &[u8]) -> bool {
+    bytes.iter().all(|&b| b == 0)
+}
+
+/// Where a new segment's parts go: the header page, then the data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Sizes {
+    /// Where the data starts: the page after the header's.
+    pub data_offset: usize,
+    /// Bytes of data: element size × count.
+    pub data_len: usize,
+    /// Bytes of the whole object, header page included.
+    pub total: usize,
+}
+
+/// Why a segment of the requested size cannot be made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SizeError {
+    ZeroSized,
+    EmptySlice,
+    Alignment { align: usize, page: usize },
+    Overflow { count: usize, size: usize },
+    TotalOverflow,
+}
+
+impl fmt::Display for SizeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            SizeError::ZeroSized => {
+                f.write_str("a zero-sized type holds no data: share a type with at least one byte")
+            }
+            SizeError::EmptySlice => {
+                f.write_str("a slice of length 0 holds no data: give a length of at least 1")
+            }
+            SizeError::Alignment { align, page } => {
+                write!(f, "alignment {align} exceeds the page size {page}")
+            }
+            SizeError::Overflow { count, size } => {
+                write!(f, "{count} elements of {size} bytes overflow the address space")
+            }
+            SizeError::TotalOverflow => f.write_str("the size overflows"),
+        }
+    }
+}
+
+/// The sizes of a new segment of `elem_count` elements of `elem_size` bytes
+/// aligned to `elem_align`, on pages of `page_size` bytes: the data starts on
+/// the page after the header's (so it can be mapped read-only on its own),
+/// and no length exceeds `isize::MAX`. Checked arithmetic; never panics.
+pub(crate) fn sizes(
+    elem_size: usize,
+    elem_align: usize,
+    elem_count: usize,
+    page_size: usize,
+) -> Result<Sizes, SizeError> {
+    if elem_size == 0 {
+        return Err(SizeError::ZeroSized);
+    }
+    if elem_count == 0 {
+        return Err(SizeError::EmptySlice);
+    }
+    if elem_align > page_size {
+        return Err(SizeError::Alignment {
+            align: elem_align,
+            page: page_size,
+        });
+    }
+    let data_len = elem_size
+        .checked_mul(elem_count)
+        .filter(|&n| isize::try_from(n).is_ok())
+        .ok_or(SizeError::Overflow {
+            count: elem_count,
+            size: elem_size,
+        })?;
+    let total = page_size.checked_add(data_len).ok_or(SizeError::TotalOverflow)?;
+    Ok(Sizes {
+        data_offset: page_size,
+        data_len,
+        total,
+    })
 }
 
 fn describe(desc: &str, slice: bool, elem_count: u64, data_len: u64) -> String {
@@ -631,7 +752,131 @@ mod tests {
         assert!(!d.contains('\u{fffd}'));
     }
 
+    #[test]
+    fn peek_reads_the_magic_and_the_state() {
+        let (b, _) = good();
+        let mut bytes = [0u8; HEADER_SIZE];
+        assert_eq!(peek(&bytes), Peeked::Zeroed);
+        bytes.copy_from_slice(&b);
+        assert_eq!(peek(&bytes), Peeked::State(STATE_INIT));
+        let mut h: Header = bytemuck::pod_read_unaligned(&b);
+        h.state = STATE_READY;
+        bytes.copy_from_slice(bytemuck::bytes_of(&h));
+        assert_eq!(peek(&bytes), Peeked::State(STATE_READY));
+        h.state = STATE_DESTROYED;
+        bytes.copy_from_slice(bytemuck::bytes_of(&h));
+        assert_eq!(peek(&bytes), Peeked::State(STATE_DESTROYED));
+        // The magic decides, whatever the state word says.
+        bytes[0] ^= 1;
+        assert_eq!(peek(&bytes), Peeked::Foreign);
+        let mut stray = [0u8; HEADER_SIZE];
+        stray[HEADER_SIZE - 1] = 1;
+        assert_eq!(peek(&stray), Peeked::Foreign);
+        assert!(is_zeroed(&[0; 7]) && is_zeroed(&[]) && !is_zeroed(&[0, 0, 3]));
+    }
+
+    #[test]
+    fn sizes_put_the_data_on_the_page_after_the_header() {
+        assert_eq!(
+            sizes(8, 8, 1, PAGE),
+            Ok(Sizes {
+                data_offset: PAGE,
+                data_len: 8,
+                total: PAGE + 8
+            })
+        );
+        assert_eq!(
+            sizes(12, 4, 1000, PAGE),
+            Ok(Sizes {
+                data_offset: PAGE,
+                data_len: 12_000,
+                total: PAGE + 12_000
+            })
+        );
+        assert_eq!(sizes(PAGE, PAGE, 1, PAGE).map(|s| s.total), Ok(2 * PAGE));
+    }
+
+    #[test]
+    fn sizes_refuse_what_cannot_be_mapped() {
+        assert_eq!(sizes(0, 1, 1, PAGE), Err(SizeError::ZeroSized));
+        assert_eq!(sizes(0, 1, 0, PAGE), Err(SizeError::ZeroSized));
+        assert_eq!(sizes(4, 4, 0, PAGE), Err(SizeError::EmptySlice));
+        assert_eq!(
+            sizes(2 * PAGE, 2 * PAGE, 1, PAGE),
+            Err(SizeError::Alignment {
+                align: 2 * PAGE,
+                page: PAGE
+            })
+        );
+        assert_eq!(
+            sizes(8, 8, usize::MAX / 4, PAGE),
+            Err(SizeError::Overflow {
+                count: usize::MAX / 4,
+                size: 8
+            })
+        );
+        // Fits usize, but not isize: no object may span it.
+        assert_eq!(
+            sizes(1, 1, isize::MAX as usize + 1, PAGE),
+            Err(SizeError::Overflow {
+                count: isize::MAX as usize + 1,
+                size: 1
+            })
+        );
+        assert_eq!(
+            sizes(1, 1, isize::MAX as usize, usize::MAX / 2 + 2),
+            Err(SizeError::TotalOverflow)
+        );
+    }
+
+    #[test]
+    fn size_errors_say_what_to_do() {
+        assert!(SizeError::ZeroSized.to_string().contains("at least one byte"));
+        assert!(SizeError::EmptySlice.to_string().contains("length of at least 1"));
+        assert_eq!(
+            SizeError::Alignment {
+                align: 8192,
+                page: 4096
+            }
+            .to_string(),
+            "alignment 8192 exceeds the page size 4096"
+        );
+        assert_eq!(
+            SizeError::Overflow { count: 3, size: 5 }.to_string(),
+            "3 elements of 5 bytes overflow the address space"
+        );
+    }
+
+    #[test]
+    fn map_len_covers_header_and_data_and_checks_overflow() {
+        let v = Validated {
+            data_offset: PAGE as u64,
+            data_len: 10,
+            elem_count: 10,
+        };
+        assert_eq!(v.map_len(), Some(PAGE + 10));
+        let v = Validated {
+            data_offset: u64::MAX,
+            ..v
+        };
+        assert_eq!(v.map_len(), None);
+    }
+
     proptest! {
+        #[test]
+        fn sizes_are_consistent_or_refused(
+            size in prop_oneof![0usize..64, any::<usize>()],
+            count in prop_oneof![0usize..64, any::<usize>()],
+            align in prop_oneof![Just(1usize), Just(8), Just(2 * PAGE)],
+        ) {
+            if let Ok(s) = sizes(size, align, count, PAGE) {
+                prop_assert_eq!(s.data_len, size * count);
+                prop_assert_eq!(s.total, s.data_offset + s.data_len);
+                prop_assert!(s.data_len <= isize::MAX as usize);
+                prop_assert_eq!(s.data_offset % PAGE, 0);
+            }
+        }
+
         #[test]
         fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..1024), len in any::<u64>()) {
             let _ = validate("k", &bytes, len, &expected());

@@ -195,6 +195,7 @@
 //!   `typed-shm-derive`.
 #![deny(unsafe_code)]
 
+mod data;
 mod error;
 mod fingerprint;
 mod guard;
@@ -206,12 +207,11 @@ mod shm_safe;
 mod sync;
 mod sys;
 
+pub use data::{Access, ReadOnly, ReadWrite, ShmData};
 pub use error::{Error, ErrorKind, LockResult, PoisonError, TryLockError, TryLockResult};
 pub use fingerprint::FingerprintBuilder;
 pub use guard::Guard;
-pub use shared::{
-    Access, DEFAULT_MODE, DEFAULT_TIMEOUT, Options, ReadOnly, ReadWrite, SharedMemory, ShmData,
-};
+pub use shared::{DEFAULT_MODE, DEFAULT_TIMEOUT, Options, SharedMemory};
 pub use shm_safe::ShmSafe;
 #[cfg(feature = "derive")]
 pub use typed_shm_derive::ShmSafe;

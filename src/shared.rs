@@ -6,6 +6,7 @@ use std::marker::PhantomData;
 use std::ptr::NonNull;
 use std::time::Duration;
 
+use crate::data::{Access, ReadOnly, ReadWrite, ShmData};
 use crate::error::{Error, LockResult, PoisonError, TryLockError, TryLockResult};
 use crate::guard::Guard;
 use crate::header::Expected;
@@ -36,118 +37,6 @@ pub const DEFAULT_MODE: u32 = 0o600;
 /// assert_eq!(typed_shm::DEFAULT_TIMEOUT, std::time::Duration::from_secs(5));
 /// ```
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
-
-mod sealed {
-    pub trait Sealed {}
-    impl<T: crate::ShmSafe> Sealed for T {}
-    impl<E: crate::ShmSafe> Sealed for [E] {}
-    impl Sealed for super::ReadWrite {}
-    impl Sealed for super::ReadOnly {}
-}
-
-/// What a segment can hold: a [`ShmSafe`] type `T`, or a slice `[E]` of a
-/// `ShmSafe` type whose length is chosen at run time. Sealed: it is
-/// implemented for exactly these two cases.
-///
-/// # Examples
-///
-/// ```
-/// use typed_shm::{SharedMemory, ShmData};
-///
-/// fn describe<T: ShmData + ?Sized>(shm: &SharedMemory<T>) -> String {
-///     format!("{} bytes in {} element(s)", shm.size(), shm.len())
-/// }
-/// # let key = format!("doc-shmdata-{}", std::process::id());
-/// let shm = SharedMemory::<[u16]>::create_slice(&key, 10, 0)?;
-/// assert_eq!(describe(&shm), "20 bytes in 10 element(s)");
-/// # Ok::<(), typed_shm::Error>(())
-/// ```
-#[diagnostic::on_unimplemented(
-    message = "`{Self}` cannot live in shared memory: it is not `ShmSafe`",
-    label = "not `ShmSafe`",
-    note = "share integers, `f32`/`f64`, arrays of them, slices of them, or a `#[repr(C)]` struct with \
-            `#[derive(ShmSafe)]`; store `bool` as `u8` and `char` as `u32`; pointers and references \
-            mean nothing in another process"
-)]
-pub trait ShmData: sealed::Sealed {
-    /// The element type: `T` itself, or `E` for `[E]`.
-    #[doc(hidden)]
-    type Element: ShmSafe;
-    /// Whether this is a slice.
-    #[doc(hidden)]
-    const IS_SLICE: bool;
-    /// Builds a (possibly wide) pointer to the data.
-    #[doc(hidden)]
-    fn from_raw_parts(data: *mut Self::Element, len: usize) -> *mut Self;
-}
-
-impl<T: ShmSafe> ShmData for T {
-    type Element = T;
-    const IS_SLICE: bool = false;
-    fn from_raw_parts(data: *mut T, _len: usize) -> *mut T {
-        data
-    }
-}
-
-impl<E: ShmSafe> ShmData for [E] {
-    type Element = E;
-    const IS_SLICE: bool = true;
-    fn from_raw_parts(data: *mut E, len: usize) -> *mut [E] {
-        std::ptr::slice_from_raw_parts_mut(data, len)
-    }
-}
-
-/// Access of a handle: [`ReadWrite`] or [`ReadOnly`]. Sealed.
-///
-/// # Examples
-///
-/// ```
-/// use typed_shm::{Access, ReadOnly, ReadWrite};
-/// assert!(ReadWrite::WRITABLE);
-/// assert!(!ReadOnly::WRITABLE);
-/// ```
-pub trait Access: sealed::Sealed {
-    /// Whether guards give `&mut T`.
-    const WRITABLE: bool;
-}
-
-/// Marker: the handle reads and writes (the default).
-///
-/// # Examples
-///
-/// ```
-/// use typed_shm::{ReadWrite, SharedMemory};
-/// # let key = format!("doc-rw-{}", std::process::id());
-/// let shm: SharedMemory<u8, ReadWrite> = SharedMemory::create(&key, 1)?;
-/// *shm.lock().unwrap() += 1;
-/// # Ok::<(), typed_shm::Error>(())
-/// ```
-#[derive(Debug)]
-pub enum ReadWrite {}
-
-/// Marker: the handle only reads; its data is mapped `PROT_READ`, so even a
-/// write through a pointer in unsafe code faults.
-///
-/// # Examples
-///
-/// ```
-/// use typed_shm::{ReadOnly, SharedMemory};
-/// # let key = format!("doc-ro-{}", std::process::id());
-/// let writer = SharedMemory::<u64>::create(&key, 5)?;
-/// let reader = SharedMemory::<u64, ReadOnly>::attach(&key)?;
-/// assert_eq!(*reader.lock().unwrap(), 5);
-/// # Ok::<(), typed_shm::Error>(())
-/// ```
-#[derive(Debug)]
-pub enum ReadOnly {}
-
-impl Access for ReadWrite {
-    const WRITABLE: bool = true;
-}
-
-impl Access for ReadOnly {
-    const WRITABLE: bool = false;
-}
 
 /// Whether every byte of `value` is zero: what the data of a newly created
 /// object holds already (posix_fallocate(3) reserves zero-filled blocks of a
@@ -258,7 +147,7 @@ impl<T: ?Sized + ShmData, A: Access> SharedMemory<T, A> {
         //   `mutex`: both are fields of `Self`, `mutex` is declared (so
         //   dropped) first, and a mapping whose lock may be held is never
         //   unmapped.
-        let mutex = unsafe { ShmMutex::new(segment.lock_slots(), segment.key()) };
+        let mutex = unsafe { ShmMutex::new(segment.lock_slots(), segment.key(), segment.fork_generation()) };
         let data = T::from_raw_parts(segment.data_ptr().cast(), segment.elem_count());
         SharedMemory {
             mutex,
@@ -266,27 +155,6 @@ impl<T: ?Sized + ShmData, A: Access> SharedMemory<T, A> {
             segment,
             _access: PhantomData,
         }
-    }
-
-    #[inline]
-    pub(crate) fn data_ptr(&self) -> *mut T {
-        self.data.as_ptr()
-    }
-
-    /// Releases the lock held by the calling thread.
-    ///
-    /// # Safety
-    ///
-    /// The calling thread must hold this handle's lock.
-    #[inline(always)]
-    pub(crate) unsafe fn unlock(&self, poison: bool) {
-        if self.segment.is_inherited() {
-            // A guard inherited across fork(): the lock belongs to the
-            // parent's thread; its words are not ours to touch.
-            return;
-        }
-        // SAFETY: forwarded from this fn's contract.
-        unsafe { self.mutex.unlock(poison) };
     }
 
     #[inline]
@@ -460,11 +328,17 @@ impl<T: ?Sized + ShmData, A: Access> SharedMemory<T, A> {
     #[inline(always)]
     fn guard(&self, outcome: Outcome) -> TryLockResult<Guard<'_, T, A>> {
         match outcome {
-            // SAFETY: the outcome says this thread now holds the lock.
-            Outcome::Locked => Ok(unsafe { Guard::new(self) }),
+            // SAFETY: Guard::new requires:
+            // - that this thread has just acquired `mutex`: the outcome says so;
+            // - that `data` points to the data `mutex` guards, valid and
+            //   aligned for `T` while the borrow of `self` lasts, and writable
+            //   if `A` is: it points into this handle's mapping (validated
+            //   length, page-aligned start), which lives as long as `self`,
+            //   mapped PROT_READ only for `ReadOnly` handles.
+            Outcome::Locked => Ok(unsafe { Guard::new(&self.mutex, self.data) }),
             Outcome::Poisoned => Err(TryLockError::Poisoned(PoisonError::new(
                 // SAFETY: as above.
-                unsafe { Guard::new(self) },
+                unsafe { Guard::new(&self.mutex, self.data) },
                 self.key(),
             ))),
             Outcome::WouldBlock => Err(TryLockError::WouldBlock),

@@ -66,6 +66,9 @@ pub(crate) struct ShmMutex {
     held: Box<AtomicBool>,
     /// The registration of `holder` for the thread-end check.
     watch: Option<WatchId>,
+    /// The `fork` generation of the handle (see [`sys::fork_generation`]):
+    /// in a child process, the lock's words belong to the parent.
+    fork_generation: u64,
 }
 
 impl ShmMutex {
@@ -76,7 +79,9 @@ impl ShmMutex {
     /// - `slots.holder` and `slots.poisoned` must point to the header words
     ///   that go with it, aligned, and only ever accessed atomically;
     /// - all three must stay mapped for as long as the returned value lives.
-    pub(crate) unsafe fn new(slots: LockSlots, key: &str) -> Self {
+    ///
+    /// `fork_generation` is the generation the handle was made in.
+    pub(crate) unsafe fn new(slots: LockSlots, key: &str, fork_generation: u64) -> Self {
         let held = Box::new(AtomicBool::new(false));
         // SAFETY: the holder word stays mapped until this value is dropped
         // (this fn's contract), and `held` lives on the heap as long as this
@@ -89,7 +94,15 @@ impl ShmMutex {
             poisoned: slots.poisoned,
             held,
             watch: Some(watch),
+            fork_generation,
         }
+    }
+
+    /// Whether this lock's handle was inherited across `fork` (made in
+    /// another process): its words are then not this process's to touch.
+    #[inline(always)]
+    pub(crate) fn is_inherited(&self) -> bool {
+        self.fork_generation != sys::fork_generation_now()
     }
 
     #[inline(always)]

@@ -1,9 +1,11 @@
 //! The only module that calls the operating system.
 //!
-//! Everything above it works with safe wrappers: file descriptors, stat
-//! records, open-file-description locks, a raw robust mutex, and per-thread
-//! and per-process facts (lock tokens, the `fork` generation, the PID
-//! namespace).
+//! Everything above it works with safe wrappers: [`ShmFile`] (an open
+//! shared-memory object with its stat, size, `pread`, open-file-description
+//! locks and mapping), [`Mapping`] (a mapped region, with its protection),
+//! a raw robust mutex, and per-thread and per-process facts (lock tokens, the
+//! `fork` generation, the PID namespace). Failures come back as an
+//! [`OsError`] that names its [`Call`].
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 compile_error!(
@@ -11,10 +13,14 @@ compile_error!(
      open-file-description locks (F_OFD_SETLK) and glibc's robust process-shared mutexes"
 );
 
-mod linux;
+mod call;
+mod file;
+mod map;
 mod mutex;
 mod thread;
 
-pub(crate) use linux::*;
+pub(crate) use call::*;
+pub(crate) use file::*;
+pub(crate) use map::*;
 pub(crate) use mutex::*;
 pub(crate) use thread::*;
