@@ -67,6 +67,9 @@ pub struct Guard<'a, T: ?Sized + ShmData, A: Access = ReadWrite> {
     /// Poison on drop if the thread is panicking (write guards that were not
     /// taken during a panic).
     poison_on_panic: bool,
+    /// Whether the data was mutably dereferenced through this guard: its
+    /// drop is then a commit.
+    wrote: bool,
     /// `MutexGuard<T>` is `!Send`, and invariant in `T`: what a lock guard
     /// must be.
     _not_send: PhantomData<std::sync::MutexGuard<'a, T>>,
@@ -93,6 +96,7 @@ impl<'a, T: ?Sized + ShmData, A: Access> Guard<'a, T, A> {
             mutex,
             data,
             poison_on_panic: A::WRITABLE && !std::thread::panicking(),
+            wrote: false,
             _not_send: PhantomData,
             _access: PhantomData,
         }
@@ -119,6 +123,10 @@ impl<T: ?Sized + ShmData, A: Access> Deref for Guard<'_, T, A> {
 impl<T: ?Sized + ShmData> DerefMut for Guard<'_, T, ReadWrite> {
     #[inline(always)]
     fn deref_mut(&mut self) -> &mut T {
+        if !self.wrote {
+            self.wrote = true;
+            self.mutex.begin_write();
+        }
         // SAFETY: NonNull::as_mut requires what `as_ref` does (see `deref`),
         // plus validity for writes and no other reference for the returned
         // lifetime: the data is writable for a `ReadWrite` guard (`new`'s
@@ -140,7 +148,7 @@ impl<T: ?Sized + ShmData, A: Access> Drop for Guard<'_, T, A> {
         // SAFETY: ShmMutex::unlock requires that the calling thread holds the
         // lock: a guard exists only while its thread holds it (`new`'s
         // contract), guards are `!Send`, and this is the guard's only release.
-        unsafe { self.mutex.unlock(poison) };
+        unsafe { self.mutex.unlock(poison, self.wrote) };
     }
 }
 

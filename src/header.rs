@@ -1,4 +1,4 @@
-//! The segment header (format v1): its `#[repr(C)]` layout, pinned by static
+//! The segment header (format v2): its `#[repr(C)]` layout, pinned by static
 //! assertions, and [`validate`], a pure function over its bytes.
 //!
 //! The header occupies the start of the first page of the object; the data
@@ -8,8 +8,8 @@
 //! | offset | field | |
 //! |---|---|---|
 //! | 0 | `magic: [u8; 8]` | `b"TYPEDSHM"` |
-//! | 8 | `version: u32` | format version, 1 |
-//! | 12 | `header_size: u32` | 512 |
+//! | 8 | `version: u32` | format version, 2 |
+//! | 12 | `header_size: u32` | 576 |
 //! | 16 | `abi: [u32; 6]` | libc family, `pthread_mutex_t` size, pointer bits, endianness mark, page size, `pthread_mutex_t` alignment |
 //! | 40 | `data_offset: u64` | where the data starts (the page size) |
 //! | 48 | `data_len: u64` | bytes of data |
@@ -29,10 +29,28 @@
 //! | 440 | `poisoned: u32` (atomic) | non-zero after a holder died or panicked |
 //! | 444 | reserved | zero |
 //! | 448 | `pid_ns: [u64; 2]` | the creator's PID namespace: device and inode of `/proc/self/ns/pid` |
-//! | 464 | reserved | zero, up to 512 |
+//! | 464 | reserved | zero |
+//! | 512 | `seq: u64` (atomic) | the sequence word: twice the number of commits, plus 1 while a write guard is writing |
+//! | 520 | `waiters: u32` (atomic) | processes blocked in `wait_for_change` (a hint: a commit wakes them only when it is non-zero) |
+//! | 524 | `poison_seen: u32` (atomic) | a copy of `poisoned` for snapshot readers, in this line |
+//! | 528 | reserved | zero, up to 576 |
 //!
 //! The mutex, the holder token and `poisoned` share one 64-byte cache line: taking the
-//! lock writes both, so they travel between cores together.
+//! lock writes both, so they travel between cores together. The sequence word has a
+//! line of its own: snapshot readers read only that line (and the data), so they do
+//! not pull the lock's line away from its holder.
+//!
+//! # Format versions
+//!
+//! - v1 (512-byte header): the lock, no sequence word.
+//! - v2 (576 bytes): adds the sequence word for snapshots and change
+//!   notification (bytes 512..576). Every other field keeps its offset.
+//!
+//! A program of this version refuses a segment of another version with
+//! [`ErrorKind::IncompatibleVersion`] (attach) and leaves it untouched (create
+//! and open_or_create give [`ErrorKind::AlreadyExists`]). To move to a new
+//! version: stop the programs of the old version, then remove their segments
+//! (the file `/dev/shm` + the native key) if they were left behind.
 
 use std::fmt;
 use std::mem::{align_of, offset_of, size_of};
@@ -46,9 +64,9 @@ use crate::sys;
 /// First bytes of every typed-shm segment.
 pub(crate) const MAGIC: [u8; 8] = *b"TYPEDSHM";
 /// Format version written by this library.
-pub(crate) const VERSION: u32 = 1;
+pub(crate) const VERSION: u32 = 2;
 /// Size of the header in bytes.
-pub(crate) const HEADER_SIZE: usize = 512;
+pub(crate) const HEADER_SIZE: usize = 576;
 /// Bytes available for the layout description.
 pub(crate) const DESC_CAP: usize = 256;
 /// Read as a native `u32`, shows the byte order of the writer.
@@ -93,6 +111,10 @@ pub(crate) struct Header {
     pub reserved_lock: u32,
     pub pid_ns: [u64; 2],
     pub reserved1: [u64; 6],
+    pub seq: u64,
+    pub waiters: u32,
+    pub poison_seen: u32,
+    pub reserved2: [u64; 6],
 }
 
 const_assert_eq!(size_of::<Header>(), HEADER_SIZE);
@@ -115,6 +137,9 @@ const_assert_eq!(offset_of!(Header, attach_count), 360);
 const_assert_eq!(offset_of!(Header, mutex), 384);
 const_assert_eq!(offset_of!(Header, holder), 432);
 const_assert_eq!(offset_of!(Header, pid_ns), 448);
+const_assert_eq!(offset_of!(Header, seq), 512);
+const_assert_eq!(offset_of!(Header, waiters), 520);
+const_assert_eq!(offset_of!(Header, poison_seen), 524);
 // The mutex must fit its slot and be aligned by it.
 const_assert!(sys::MUTEX_SIZE <= 48);
 const_assert!(sys::MUTEX_ALIGN <= 8);
@@ -122,7 +147,7 @@ const_assert!(HEADER_SIZE <= 4096);
 
 // SAFETY: `Header` is `#[repr(C)]` and made only of integers and integer
 // arrays; the assertions above pin every offset, and the field sizes add up to
-// exactly HEADER_SIZE (8+4+4+24+6*8+4+4+256+3*4+20+48+8+4+4+16+48 = 512), so it has no
+// exactly HEADER_SIZE (8+4+4+24+6*8+4+4+256+3*4+20+48+8+4+4+16+48+8+4+4+48 = 576), so it has no
 // padding. The all-zero bit pattern is valid for integers.
 #[allow(unsafe_code)]
 unsafe impl bytemuck::Zeroable for Header {}
@@ -222,12 +247,17 @@ impl Header {
 }
 
 /// Pointers to the lock's words in a mapped header: the mutex, the holder's
-/// token and the `poisoned` flag.
+/// token and the `poisoned` flag, and the words of the sequence line (`seq`,
+/// `waiters`, `poison_seen`). All are aligned for their types (offsets
+/// asserted above, in a page-aligned mapping).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct LockSlots {
     pub mutex: *mut sys::RawMutexStorage,
     pub holder: *const AtomicU64,
     pub poisoned: *const AtomicU32,
+    pub seq: *const AtomicU64,
+    pub waiters: *const AtomicU32,
+    pub poison_seen: *const AtomicU32,
 }
 
 /// The fields of a mapped header that are used in place, after publication:
@@ -268,6 +298,9 @@ impl InPlace {
             mutex: self.base.wrapping_add(offset_of!(Header, mutex)).cast(),
             holder: self.base.wrapping_add(offset_of!(Header, holder)).cast(),
             poisoned: self.base.wrapping_add(offset_of!(Header, poisoned)).cast(),
+            seq: self.base.wrapping_add(offset_of!(Header, seq)).cast(),
+            waiters: self.base.wrapping_add(offset_of!(Header, waiters)).cast(),
+            poison_seen: self.base.wrapping_add(offset_of!(Header, poison_seen)).cast(),
         }
     }
 }
@@ -596,7 +629,7 @@ mod tests {
             Some(ErrorKind::Corrupted)
         );
         assert_eq!(
-            kind(&edit(&|h| h.version = 2), len, &e),
+            kind(&edit(&|h| h.version = 1), len, &e),
             Some(ErrorKind::IncompatibleVersion)
         );
         assert_eq!(

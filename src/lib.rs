@@ -202,8 +202,10 @@ mod guard;
 mod header;
 mod key;
 mod segment;
+mod seq;
 mod shared;
 mod shm_safe;
+mod snapshot;
 mod sync;
 mod sys;
 

@@ -140,9 +140,9 @@ impl<T: ?Sized + ShmData, A: Access> SharedMemory<T, A> {
         // SAFETY:
         // - the mutex was initialized as a robust mutex by the creator before
         //   it published READY, and this handle validated the header;
-        // - the holder and poisoned words are the header fields that go with
-        //   it, aligned (offsets pinned in `header`), and every process
-        //   accesses them only atomically;
+        // - the holder, poisoned and sequence-line words are the header
+        //   fields that go with it, aligned (offsets pinned in `header`), and
+        //   every process accesses them only atomically;
         // - they stay mapped while `segment` lives, and `segment` outlives
         //   `mutex`: both are fields of `Self`, `mutex` is declared (so
         //   dropped) first, and a mapping whose lock may be held is never
@@ -155,6 +155,20 @@ impl<T: ?Sized + ShmData, A: Access> SharedMemory<T, A> {
             segment,
             _access: PhantomData,
         }
+    }
+
+    /// The lock, with the header words it owns (for the readers in
+    /// `snapshot`).
+    #[inline]
+    pub(crate) fn mutex(&self) -> &ShmMutex {
+        &self.mutex
+    }
+
+    /// The start of the data: page aligned, `size()` bytes, mapped while
+    /// `self` lives.
+    #[inline]
+    pub(crate) fn data_start(&self) -> *const u8 {
+        self.data.as_ptr().cast::<u8>().cast_const()
     }
 
     #[inline]

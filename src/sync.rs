@@ -59,6 +59,12 @@ pub(crate) struct ShmMutex {
     raw: RawMutex,
     holder: *const AtomicU64,
     poisoned: *const AtomicU32,
+    /// The sequence line's words (see `header`): `seq`, `waiters` and
+    /// `poison_seen`. Used by the write path here and by the readers in
+    /// [`crate::seq`].
+    seq: *const AtomicU64,
+    waiters: *const AtomicU32,
+    poison_seen: *const AtomicU32,
     /// Whether a thread of this process holds the lock through this handle
     /// (set after acquiring, cleared before releasing). A handle whose lock is
     /// still held when it is dropped (a forgotten guard) must never unmap it.
@@ -76,9 +82,10 @@ impl ShmMutex {
     ///
     /// - `slots.mutex` must point to a mutex initialized by
     ///   [`RawMutex::init`] (in any process);
-    /// - `slots.holder` and `slots.poisoned` must point to the header words
-    ///   that go with it, aligned, and only ever accessed atomically;
-    /// - all three must stay mapped for as long as the returned value lives.
+    /// - `slots.holder`, `slots.poisoned`, `slots.seq`, `slots.waiters` and
+    ///   `slots.poison_seen` must point to the header words that go with it,
+    ///   aligned, and only ever accessed atomically;
+    /// - all of them must stay mapped for as long as the returned value lives.
     ///
     /// `fork_generation` is the generation the handle was made in.
     pub(crate) unsafe fn new(slots: LockSlots, key: &str, fork_generation: u64) -> Self {
@@ -92,6 +99,9 @@ impl ShmMutex {
             raw: unsafe { RawMutex::from_ptr(slots.mutex) },
             holder: slots.holder,
             poisoned: slots.poisoned,
+            seq: slots.seq,
+            waiters: slots.waiters,
+            poison_seen: slots.poison_seen,
             held,
             watch: Some(watch),
             fork_generation,
@@ -119,6 +129,96 @@ impl ShmMutex {
         unsafe { &*self.poisoned }
     }
 
+    /// The sequence word: twice the commits, plus 1 while a guard writes.
+    #[inline(always)]
+    pub(crate) fn seq(&self) -> &AtomicU64 {
+        // SAFETY: as in `holder`, for the `AtomicU64` at `seq`.
+        unsafe { &*self.seq }
+    }
+
+    /// Processes blocked in `wait_for_change` (a hint for committers).
+    #[inline(always)]
+    pub(crate) fn waiters(&self) -> &AtomicU32 {
+        // SAFETY: as in `holder`, for the `AtomicU32` at `waiters`.
+        unsafe { &*self.waiters }
+    }
+
+    /// The copy of `poisoned` in the sequence line, for readers.
+    #[inline(always)]
+    pub(crate) fn poison_seen(&self) -> &AtomicU32 {
+        // SAFETY: as in `holder`, for the `AtomicU32` at `poison_seen`.
+        unsafe { &*self.poison_seen }
+    }
+
+    /// Sets the sticky poison flag and its copy for readers.
+    #[cold]
+    fn poison(&self) {
+        self.poisoned().store(1, Ordering::Relaxed);
+        self.poison_seen().store(1, Ordering::Relaxed);
+    }
+
+    /// The first acquisition after a holder's process died: poison, and if it
+    /// died in the middle of a write (the sequence word is odd), publish the
+    /// data as it stands, so that readers stop waiting for a commit that
+    /// will never come and report the poison instead.
+    #[cold]
+    #[inline(never)]
+    fn after_owner_died(&self) {
+        self.poison();
+        let s = self.seq().load(Ordering::Relaxed);
+        if s & 1 == 1 {
+            self.seq().store(s.wrapping_add(1), Ordering::Release);
+        }
+        self.wake_waiters();
+    }
+
+    /// Marks the start of a write through a guard (the first `DerefMut`):
+    /// the sequence word becomes odd before any byte of the data changes.
+    ///
+    /// The release fence keeps the odd store before every later store
+    /// (those of the data): a reader that sees a byte of the new data sees
+    /// the odd word when it re-reads it after its acquire fence.
+    #[inline]
+    pub(crate) fn begin_write(&self) {
+        let s = self.seq().load(Ordering::Relaxed);
+        self.seq().store(s | 1, Ordering::Relaxed);
+        std::sync::atomic::fence(Ordering::Release);
+    }
+
+    /// Wakes the processes blocked in `wait_for_change`, if the count says
+    /// there are any: a commit with nobody waiting makes no system call.
+    #[inline]
+    fn wake_waiters(&self) {
+        // The waiter increments `waiters` and then re-reads `seq`; the
+        // committer stores `seq` and then reads `waiters`: one of them must see
+        // the other's write (a store→load pair on each side). On x86_64 the
+        // mutex's unlock, a locked exchange, orders the committer's store
+        // before this load already; elsewhere a full fence does.
+        #[cfg(not(target_arch = "x86_64"))]
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.waiters().load(Ordering::Relaxed) != 0 {
+            self.wake_all();
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn wake_all(&self) {
+        // SAFETY: futex::wake_all requires a 4-aligned address in a live
+        // mapping: the low half of the 8-aligned sequence word, mapped while
+        // `self` lives (`new`'s contract).
+        unsafe { sys::futex::wake_all(self.seq_futex()) };
+    }
+
+    /// The address of the sequence word's low 32 bits, the futex word that
+    /// waiters sleep on. Only the kernel reads it as 32 bits; this process
+    /// accesses the word only as a whole, atomically.
+    #[inline]
+    pub(crate) fn seq_futex(&self) -> *const u32 {
+        let low_half = if cfg!(target_endian = "little") { 0 } else { 4 };
+        self.seq.cast::<u8>().wrapping_add(low_half).cast()
+    }
+
     #[inline]
     fn outcome(&self, a: Acquired, me: u64) -> Outcome {
         match a {
@@ -126,7 +226,7 @@ impl ShmMutex {
                 self.holder().store(me, Ordering::Relaxed);
                 self.held.store(true, Ordering::Relaxed);
                 if a == Acquired::OwnerDied {
-                    self.poisoned().store(1, Ordering::Relaxed);
+                    self.after_owner_died();
                     Outcome::Poisoned
                 // The mutex orders this load after the previous holder's store.
                 } else if self.poisoned().load(Ordering::Relaxed) != 0 {
@@ -172,21 +272,39 @@ impl ShmMutex {
         self.outcome(self.raw.lock_timeout(timeout), me)
     }
 
-    /// Releases the lock, poisoning it first if `poison`.
+    /// Releases the lock, poisoning it first if `poison`. If the guard
+    /// `wrote` (it called [`begin_write`](Self::begin_write)), this is a
+    /// commit: the sequence word becomes even again, one commit further, and
+    /// the waiters, if any, are woken after the unlock.
     ///
     /// # Safety
     ///
     /// The calling thread must hold the lock (an `Outcome::Locked` or
     /// `Outcome::Poisoned` acquisition not yet released).
     #[inline(always)]
-    pub(crate) unsafe fn unlock(&self, poison: bool) {
+    pub(crate) unsafe fn unlock(&self, poison: bool, wrote: bool) {
         if poison {
-            self.poisoned().store(1, Ordering::Relaxed);
+            self.poison();
+        }
+        if wrote {
+            // Release: a reader that sees this value sees every data write
+            // before it (and the poison flag's copy).
+            let s = self.seq().load(Ordering::Relaxed);
+            self.seq().store(s.wrapping_add(1), Ordering::Release);
         }
         self.holder().store(0, Ordering::Relaxed);
         self.held.store(false, Ordering::Relaxed);
         // SAFETY: this thread holds the mutex (this fn's contract).
         unsafe { self.raw.unlock() };
+        if wrote || poison {
+            self.wake_waiters();
+        }
+    }
+
+    /// What the lock word says about the holder (for readers that find a
+    /// write in progress).
+    pub(crate) fn owner(&self) -> Owner {
+        self.raw.owner()
     }
 
     /// Whether a thread of this process may hold the lock through this
@@ -206,6 +324,7 @@ impl ShmMutex {
     /// Clears the sticky poison flag, for every process.
     pub(crate) fn clear_poison(&self) {
         self.poisoned().store(0, Ordering::Relaxed);
+        self.poison_seen().store(0, Ordering::Relaxed);
     }
 }
 

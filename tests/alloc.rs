@@ -122,6 +122,49 @@ fn lock_try_lock_and_guard_drop_allocate_nothing() {
 }
 
 #[test]
+fn snapshot_snapshot_into_version_and_waits_allocate_nothing() {
+    use std::time::Duration;
+    let k = key("readers");
+    let one = SharedMemory::<[u64; 8]>::create(&k, [3; 8]).expect("create");
+    let many = SharedMemory::<[u32]>::create_slice(&format!("{k}-slice"), 1000, 7).expect("create_slice");
+    let mut buf = vec![0u32; 1000];
+    let round = |buf: &mut [u32]| {
+        let v = one.snapshot().unwrap_or_else(|_| panic!("poisoned"));
+        assert_eq!(v[7], 3);
+        many.snapshot_into(buf).unwrap_or_else(|_| panic!("poisoned"));
+        let seen = one.version() + many.version();
+        assert_eq!(
+            one.wait_for_change(seen + 1),
+            0,
+            "a version other than `since` returns at once"
+        );
+        assert_eq!(
+            one.wait_for_change_timeout(seen + 1, Duration::from_secs(1)).ok(),
+            Some(0)
+        );
+    };
+    for _ in 0..100 {
+        round(&mut buf);
+    }
+    let (a0, b0, _) = counters();
+    for _ in 0..10_000 {
+        round(&mut buf);
+    }
+    let (a1, b1, _) = counters();
+    println!(
+        "snapshot + snapshot_into + version + wait_for_change(_timeout), 10000 rounds: {} allocations",
+        a1 - a0
+    );
+    assert_eq!(a1 - a0, 0, "the read path allocated {} bytes", b1 - b0);
+    assert_eq!(buf[999], 7);
+    let paths = [shm_path(one.native_key()), shm_path(many.native_key())];
+    drop((one, many));
+    for p in paths {
+        assert!(!p.exists(), "{} left behind", p.display());
+    }
+}
+
+#[test]
 fn a_handle_costs_less_than_512_heap_bytes() {
     let k = key("footprint");
     let owner = SharedMemory::<[u64; 8]>::create(&k, [0; 8]).expect("create");

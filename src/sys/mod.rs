@@ -4,7 +4,8 @@
 //! shared-memory object with its stat, size, `pread`, open-file-description
 //! locks and mapping), [`Mapping`] (a mapped region, with its protection),
 //! a raw robust mutex, and per-thread and per-process facts (lock tokens, the
-//! `fork` generation, the PID namespace). Failures come back as an
+//! `fork` generation, the PID namespace), and shared futex wait and wake
+//! ([`futex`]). Failures come back as an
 //! [`OsError`] that names its [`Call`].
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
@@ -15,6 +16,7 @@ compile_error!(
 
 mod call;
 mod file;
+pub(crate) mod futex;
 mod map;
 mod mutex;
 mod thread;

@@ -1,0 +1,214 @@
+//! Readers of the sequence word: consistent copies without the lock
+//! (snapshots), the commit count (`version`), and waiting for a change.
+//!
+//! The protocol (a seqlock whose writer is the lock holder):
+//!
+//! - a write guard makes the sequence word odd before its first write
+//!   (`ShmMutex::begin_write`, on the first `DerefMut`) and, when dropped,
+//!   stores the next even value with release ordering (`ShmMutex::unlock`);
+//! - a reader loads the word with acquire ordering; if it is even, it copies
+//!   the data with atomic loads, issues an acquire fence and loads the word
+//!   again: the copy is consistent if the word did not change. An odd word
+//!   means a write is in progress: the reader retries, then sleeps — unless
+//!   the lock word says its owner died, in which case the write will never
+//!   end and the reader reports the poison with the data as it stands.
+//!
+//! # What the memory model says
+//!
+//! The reader uses only atomic loads, so nothing it does is a data race by
+//! itself. The writer, however, writes through a plain `&mut T`. When reader
+//! and writer are threads of one process, a reader's atomic load that races
+//! with the writer's non-atomic store is a data race in the Rust (C++20)
+//! model, hence undefined behaviour on paper — whatever value the reader then
+//! discards. Every seqlock in the wild that lets its writer use plain stores
+//! has this flaw; the sound ones make the writer use atomic stores too. Here
+//! the writer's `&mut T` is the point of the API, so the race remains, and
+//! the design contains it as far as it can:
+//!
+//! - the reader never forms a reference to the shared data, and reads it only
+//!   through `AtomicU64`/`AtomicU32`/`AtomicU16`/`AtomicU8` loads of aligned
+//!   words (the data starts on a page boundary), so no load can tear below a
+//!   word and no value it read is used unless the sequence check passes;
+//! - a reader in another process is outside the model altogether: the
+//!   compiler of each process sees only its own side;
+//! - transactional segments remove the race: their writers work on a private
+//!   copy and publish it with atomic stores.
+
+#![allow(unsafe_code)]
+
+use std::sync::atomic::{AtomicU8, AtomicU16, AtomicU32, AtomicU64, Ordering, fence};
+use std::time::{Duration, Instant};
+
+use crate::sync::ShmMutex;
+use crate::sys::{self, Owner};
+
+/// How long one futex wait of `wait_for_change` lasts at most: a writer that
+/// dies mid-write wakes nobody, so waiters look at the lock word this often.
+const WAIT_SLICE: Duration = Duration::from_millis(20);
+/// A reader that finds a write in progress sleeps at most this long between
+/// two looks (so a dead writer is reported well within 100 ms).
+const MAX_NAP: Duration = Duration::from_millis(1);
+
+/// How a consistent read ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Read {
+    /// A copy of one commit; the segment is not poisoned.
+    Clean,
+    /// The segment is poisoned; the copy is the data as it stands (a copy of
+    /// one commit, unless a writer died in the middle of a write).
+    Poisoned,
+    /// No consistent copy before the deadline.
+    TimedOut,
+}
+
+/// Copies `len` bytes from shared memory at `src` to `dst` with atomic
+/// loads of the widest aligned words.
+///
+/// # Safety
+///
+/// - `src` must be 8-aligned and valid for reads of `len` bytes for the
+///   duration of the call, in a mapping that other threads and processes
+///   access only through this library (atomically, or through `&mut` under
+///   the lock: see the module docs);
+/// - `dst` must be valid for writes of `len` bytes and not overlap `src`.
+unsafe fn copy_atomic(src: *const u8, dst: *mut u8, len: usize) {
+    let mut i = 0;
+    while i + 8 <= len {
+        // SAFETY: AtomicU64::from_ptr requires an 8-aligned pointer, valid
+        // for the access, used only atomically meanwhile: `src` is 8-aligned
+        // and `i` a multiple of 8 with `i + 8 <= len`, inside the mapping
+        // (this fn's contract; on the atomic-only use, see the module docs).
+        let v = unsafe { AtomicU64::from_ptr(src.wrapping_add(i).cast_mut().cast()) }.load(Ordering::Relaxed);
+        // SAFETY: write_unaligned requires a pointer valid for writes of 8
+        // bytes, with no alignment: `dst + i .. dst + i + 8` lies within the
+        // `len` writable bytes of `dst` (this fn's contract).
+        unsafe { dst.wrapping_add(i).cast::<u64>().write_unaligned(v) };
+        i += 8;
+    }
+    if i + 4 <= len {
+        // SAFETY: as above, for 4 bytes: `src + i` is 4-aligned (`i` is a
+        // multiple of 8) and `i + 4 <= len`.
+        let v = unsafe { AtomicU32::from_ptr(src.wrapping_add(i).cast_mut().cast()) }.load(Ordering::Relaxed);
+        // SAFETY: as above.
+        unsafe { dst.wrapping_add(i).cast::<u32>().write_unaligned(v) };
+        i += 4;
+    }
+    if i + 2 <= len {
+        // SAFETY: as above, for 2 bytes: `i` is a multiple of 4 here.
+        let v = unsafe { AtomicU16::from_ptr(src.wrapping_add(i).cast_mut().cast()) }.load(Ordering::Relaxed);
+        // SAFETY: as above.
+        unsafe { dst.wrapping_add(i).cast::<u16>().write_unaligned(v) };
+        i += 2;
+    }
+    if i < len {
+        // SAFETY: as above, for the last byte (`i < len`).
+        let v = unsafe { AtomicU8::from_ptr(src.wrapping_add(i).cast_mut()) }.load(Ordering::Relaxed);
+        // SAFETY: as above.
+        unsafe { dst.wrapping_add(i).write(v) };
+    }
+}
+
+/// Waits a little before the next look at a write in progress: spins
+/// first, then yields, then sleeps up to [`MAX_NAP`] (never past
+/// `deadline`).
+fn back_off(round: u32, deadline: Option<Instant>) {
+    if round < 32 {
+        std::hint::spin_loop();
+    } else if round < 48 {
+        std::thread::yield_now();
+    } else {
+        let nap = Duration::from_micros(1 << (round - 48).min(10)).min(MAX_NAP);
+        let nap = deadline.map_or(nap, |d| nap.min(d.saturating_duration_since(Instant::now())));
+        std::thread::sleep(nap);
+    }
+}
+
+impl ShmMutex {
+    /// Commits so far: half the sequence word (an odd word is a commit in
+    /// progress, not yet counted).
+    #[inline]
+    pub(crate) fn version(&self) -> u64 {
+        self.seq().load(Ordering::Acquire) >> 1
+    }
+
+    /// Copies `len` bytes of the data at `src` into `dst`, consistently (all
+    /// from one commit), without taking the lock and without writing to the
+    /// segment.
+    ///
+    /// # Safety
+    ///
+    /// As for [`copy_atomic`]: `src` is this segment's data (8-aligned,
+    /// `len` bytes, mapped while `self` lives), `dst` valid for writes of
+    /// `len` bytes.
+    pub(crate) unsafe fn read(
+        &self,
+        src: *const u8,
+        dst: *mut u8,
+        len: usize,
+        deadline: Option<Instant>,
+    ) -> Read {
+        let mut round = 0;
+        loop {
+            let before = self.seq().load(Ordering::Acquire);
+            if before & 1 == 0 {
+                // SAFETY: forwarded from this fn's contract.
+                unsafe { copy_atomic(src, dst, len) };
+                // Keeps the data loads before the second look at the word.
+                fence(Ordering::Acquire);
+                if self.seq().load(Ordering::Relaxed) == before {
+                    // The committer stored the poison copy before the word.
+                    return if self.poison_seen().load(Ordering::Relaxed) != 0 {
+                        Read::Poisoned
+                    } else {
+                        Read::Clean
+                    };
+                }
+            } else if self.owner() == Owner::Died {
+                // The writer's process died mid-write: the word stays odd
+                // until the next locker repairs it. The data as it stands.
+                // SAFETY: forwarded from this fn's contract.
+                unsafe { copy_atomic(src, dst, len) };
+                return Read::Poisoned;
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Read::TimedOut;
+            }
+            back_off(round, deadline);
+            round = round.saturating_add(1);
+        }
+    }
+
+    /// Waits until the version differs from `since` (then returns it), the
+    /// segment is poisoned (returns the version as it is), or `deadline`
+    /// passes (returns `None`).
+    pub(crate) fn wait_for_change(&self, since: u64, deadline: Option<Instant>) -> Option<u64> {
+        loop {
+            let seen = self.seq().load(Ordering::Acquire);
+            let version = seen >> 1;
+            if version != since || self.is_poisoned() || (seen & 1 == 1 && self.owner() == Owner::Died) {
+                return Some(version);
+            }
+            let slice = match deadline {
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return None;
+                    }
+                    left.min(WAIT_SLICE)
+                }
+                None => WAIT_SLICE,
+            };
+            // Register, then look again: a committer that stored the new word
+            // before our increment is seen by the second load; one that
+            // stores it after sees the count and wakes us.
+            self.waiters().fetch_add(1, Ordering::SeqCst);
+            if self.seq().load(Ordering::SeqCst) == seen {
+                // SAFETY: futex::wait requires a 4-aligned address that stays
+                // mapped during the call: the low half of the sequence word,
+                // mapped while `self` lives.
+                unsafe { sys::futex::wait(self.seq_futex(), seen as u32, slice) };
+            }
+            self.waiters().fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}

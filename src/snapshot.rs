@@ -1,0 +1,264 @@
+//! Snapshots, versions and change notification: reading a segment without
+//! its lock (see [`crate::seq`] for the protocol and what the memory model
+//! says about it).
+#![allow(unsafe_code)]
+
+use std::mem::MaybeUninit;
+use std::time::{Duration, Instant};
+
+use crate::data::{Access, ShmData};
+use crate::error::{Error, ErrorKind, LockResult, PoisonError, TryLockError, TryLockResult};
+use crate::seq::Read;
+use crate::shared::SharedMemory;
+use crate::shm_safe::ShmSafe;
+
+impl<T: ShmSafe, A: Access> SharedMemory<T, A> {
+    /// A consistent copy of the value, taken without the lock: never a mix of
+    /// two commits, never blocking a writer, never writing to the segment (so
+    /// it works on [`ReadOnly`](crate::ReadOnly) handles). While a writer is
+    /// in the middle of a commit it retries, then sleeps, until the commit
+    /// ends.
+    ///
+    /// # Errors
+    ///
+    /// [`PoisonError`] when the segment is poisoned (a holder died or
+    /// panicked, and nobody called [`clear_poison`](Self::clear_poison)); its
+    /// [`into_inner`](PoisonError::into_inner) is the copy as the data stands.
+    /// A writer killed in the middle of a write is reported this way within
+    /// milliseconds (never as a clean value, never as a hang).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use typed_shm::{ReadOnly, SharedMemory};
+    /// # let key = format!("doc-snapshot-{}", std::process::id());
+    /// let writer = SharedMemory::<[u32; 4]>::create(&key, [1, 2, 3, 4])?;
+    /// let reader = SharedMemory::<[u32; 4], ReadOnly>::attach(&key)?;
+    /// writer.lock().unwrap()[0] = 10;
+    /// assert_eq!(reader.snapshot().unwrap(), [10, 2, 3, 4]);
+    /// # Ok::<(), typed_shm::Error>(())
+    /// ```
+    pub fn snapshot(&self) -> LockResult<T> {
+        let (read, value) = self.read_value(None);
+        match read {
+            Read::Clean => Ok(value),
+            Read::Poisoned => Err(PoisonError::new(value, self.key())),
+            Read::TimedOut => unreachable!("a read without a deadline does not time out"),
+        }
+    }
+
+    /// Like [`snapshot`](Self::snapshot), but gives up after `timeout` if no
+    /// consistent copy could be taken (a writer stayed in the middle of a
+    /// commit, for example a stopped process).
+    ///
+    /// # Errors
+    ///
+    /// [`TryLockError::TimedOut`] after `timeout`;
+    /// [`TryLockError::Poisoned`] as for [`snapshot`](Self::snapshot).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use typed_shm::{SharedMemory, TryLockError};
+    /// # let key = format!("doc-snapshot-timeout-{}", std::process::id());
+    /// let shm = SharedMemory::<u64>::create(&key, 7)?;
+    /// assert_eq!(shm.snapshot_timeout(Duration::from_millis(10)).unwrap(), 7);
+    /// # Ok::<(), typed_shm::Error>(())
+    /// ```
+    pub fn snapshot_timeout(&self, timeout: Duration) -> TryLockResult<T> {
+        let (read, value) = self.read_value(Some(Instant::now() + timeout));
+        match read {
+            Read::Clean => Ok(value),
+            Read::Poisoned => Err(TryLockError::Poisoned(PoisonError::new(value, self.key()))),
+            Read::TimedOut => Err(TryLockError::TimedOut),
+        }
+    }
+
+    fn read_value(&self, deadline: Option<Instant>) -> (Read, T) {
+        let mut out = MaybeUninit::<T>::uninit();
+        // SAFETY: ShmMutex::read requires the segment's data (8-aligned: it
+        // starts on a page boundary; `size()` bytes, mapped while `self`
+        // lives) as the source, and a destination valid for writes of as
+        // many bytes: `out` is a local `T`, and `size() == size_of::<T>()`
+        // for a single value.
+        let read = unsafe {
+            self.mutex().read(
+                self.data_start(),
+                out.as_mut_ptr().cast(),
+                size_of::<T>(),
+                deadline,
+            )
+        };
+        // The bytes were written in full whatever the outcome but `TimedOut`,
+        // where `out` may be partly written or not at all: zeros then.
+        if read == Read::TimedOut {
+            return (read, bytemuck::Zeroable::zeroed());
+        }
+        // SAFETY: assume_init requires an initialized `T`: all its bytes
+        // were written by the copy, and every bit pattern is a valid `T`
+        // (`ShmSafe: Pod`).
+        (read, unsafe { out.assume_init() })
+    }
+}
+
+impl<E: ShmSafe, A: Access> SharedMemory<[E], A> {
+    /// A consistent copy of the slice, taken without the lock; see
+    /// [`SharedMemory::snapshot`] for what consistent means and when it
+    /// waits. Allocates the vector; [`snapshot_into`](Self::snapshot_into)
+    /// reuses a buffer.
+    ///
+    /// # Errors
+    ///
+    /// [`PoisonError`] when the segment is poisoned; `into_inner` is the copy.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use typed_shm::SharedMemory;
+    /// # let key = format!("doc-snapshot-slice-{}", std::process::id());
+    /// let shm = SharedMemory::<[u16]>::create_slice(&key, 3, 9)?;
+    /// shm.lock().unwrap()[2] = 1;
+    /// assert_eq!(shm.snapshot().unwrap(), vec![9, 9, 1]);
+    /// # Ok::<(), typed_shm::Error>(())
+    /// ```
+    pub fn snapshot(&self) -> LockResult<Vec<E>> {
+        let mut out = vec![E::zeroed(); self.len()];
+        match self.snapshot_into(&mut out) {
+            Ok(()) => Ok(out),
+            Err(_) => Err(PoisonError::new(out, self.key())),
+        }
+    }
+
+    /// Copies the slice consistently into `out`, without the lock and
+    /// without allocating.
+    ///
+    /// # Errors
+    ///
+    /// [`PoisonError`] when the segment is poisoned; `out` then holds the
+    /// copy as the data stands.
+    ///
+    /// # Panics
+    ///
+    /// If `out.len() != self.len()`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use typed_shm::SharedMemory;
+    /// # let key = format!("doc-snapshot-into-{}", std::process::id());
+    /// let shm = SharedMemory::<[u32]>::create_slice(&key, 4, 0)?;
+    /// shm.lock().unwrap().copy_from_slice(&[1, 2, 3, 4]);
+    /// let mut buf = [0u32; 4];
+    /// shm.snapshot_into(&mut buf).unwrap();
+    /// assert_eq!(buf, [1, 2, 3, 4]);
+    /// # Ok::<(), typed_shm::Error>(())
+    /// ```
+    pub fn snapshot_into(&self, out: &mut [E]) -> LockResult<()> {
+        assert_eq!(
+            out.len(),
+            self.len(),
+            "snapshot_into: the buffer holds {} elements, the segment {}",
+            out.len(),
+            self.len()
+        );
+        // SAFETY: ShmMutex::read requires the segment's data (8-aligned,
+        // page aligned in fact; `size()` bytes, mapped while `self` lives)
+        // and a destination valid for writes of `size()` bytes: `out` has
+        // `len()` elements of `E`, `size() == len() * size_of::<E>()` bytes,
+        // and any bytes written into it make valid `E`s (`ShmSafe: Pod`).
+        let read = unsafe {
+            self.mutex()
+                .read(self.data_start(), out.as_mut_ptr().cast(), self.size(), None)
+        };
+        match read {
+            Read::Clean => Ok(()),
+            Read::Poisoned => Err(PoisonError::new((), self.key())),
+            Read::TimedOut => unreachable!("a read without a deadline does not time out"),
+        }
+    }
+}
+
+impl<T: ?Sized + ShmData, A: Access> SharedMemory<T, A> {
+    /// The number of commits so far, in all processes: 0 after `create`,
+    /// plus 1 for each drop of a write guard through which the data was
+    /// mutably dereferenced (a guard that only read commits nothing).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use typed_shm::SharedMemory;
+    /// # let key = format!("doc-version-{}", std::process::id());
+    /// let shm = SharedMemory::<u32>::create(&key, 0)?;
+    /// assert_eq!(shm.version(), 0);
+    /// *shm.lock().unwrap() += 1; // a commit
+    /// let _ = *shm.lock().unwrap(); // only reads: no commit
+    /// assert_eq!(shm.version(), 1);
+    /// # Ok::<(), typed_shm::Error>(())
+    /// ```
+    pub fn version(&self) -> u64 {
+        self.mutex().version()
+    }
+
+    /// Blocks until [`version`](Self::version) differs from `since`, and
+    /// returns the new version — woken by the committing process, in any
+    /// process, with no polling interval in between. Also returns (with the
+    /// version as it is) when the segment is or becomes poisoned, so that
+    /// the caller's next [`snapshot`](Self::snapshot) or
+    /// [`lock`](Self::lock) reports it; a writer killed in the middle of a
+    /// write is noticed within 100 ms.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use typed_shm::SharedMemory;
+    /// # let key = format!("doc-wait-{}", std::process::id());
+    /// let shm = SharedMemory::<u64>::create(&key, 0)?;
+    /// let seen = shm.version();
+    /// std::thread::scope(|s| {
+    ///     s.spawn(|| *shm.lock().unwrap() = 5);
+    ///     let now = shm.wait_for_change(seen);
+    ///     assert!(now > seen);
+    /// });
+    /// assert_eq!(shm.snapshot().unwrap(), 5);
+    /// # Ok::<(), typed_shm::Error>(())
+    /// ```
+    pub fn wait_for_change(&self, since: u64) -> u64 {
+        self.mutex()
+            .wait_for_change(since, None)
+            .expect("a wait without a deadline ends with a version")
+    }
+
+    /// Like [`wait_for_change`](Self::wait_for_change), for at most
+    /// `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::TimedOut`] if the version stayed `since` (and the segment
+    /// unpoisoned) for `timeout`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use typed_shm::{ErrorKind, SharedMemory};
+    /// # let key = format!("doc-wait-timeout-{}", std::process::id());
+    /// let shm = SharedMemory::<u64>::create(&key, 0)?;
+    /// let err = shm.wait_for_change_timeout(0, Duration::from_millis(5)).unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::TimedOut);
+    /// # Ok::<(), typed_shm::Error>(())
+    /// ```
+    pub fn wait_for_change_timeout(&self, since: u64, timeout: Duration) -> Result<u64, Error> {
+        self.mutex()
+            .wait_for_change(since, Some(Instant::now() + timeout))
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::TimedOut,
+                    format!(
+                        "segment {:?}: no commit after version {since} within {timeout:?}",
+                        self.key()
+                    ),
+                )
+            })
+    }
+}

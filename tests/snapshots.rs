@@ -1,0 +1,448 @@
+//! Snapshots, versions and change notification across real processes: a
+//! writer committing while readers in other processes copy the data without
+//! the lock; waiters woken by commits in another process; writers killed or
+//! stopped in the middle of a write; the format version.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Child, Keys, hear, say, unique_key};
+use typed_shm::{ErrorKind, ReadOnly, SharedMemory, TryLockError};
+
+const LINE: Duration = Duration::from_secs(30);
+
+/// Sixteen words that every commit writes to the same value, one by one: a
+/// copy that mixes two commits has unequal words.
+type Row = [u64; 16];
+
+/// How long the writer and readers of the mixing tests run.
+fn run_for() -> Duration {
+    Duration::from_millis(
+        std::env::var("TSHM_SNAPSHOT_MS").map_or(1500, |v| v.parse().expect("milliseconds")),
+    )
+}
+
+fn child(role: &str, key: &str) {
+    match role {
+        // Commits rows of equal words, one word at a time, for `run_for()`.
+        "writer" => {
+            let shm = SharedMemory::<Row>::attach(key).expect("attach");
+            say("ready");
+            assert_eq!(hear(), "go");
+            let (mut commits, end) = (0u64, Instant::now() + run_for());
+            while Instant::now() < end {
+                let mut g = shm.lock().expect("not poisoned");
+                let next = g[0] + 1;
+                for w in g.iter_mut() {
+                    *w = next;
+                }
+                drop(g);
+                commits += 1;
+            }
+            say(&format!("committed {commits}"));
+        }
+        // The same with a slice, element by element, pausing after each
+        // commit for 20 times as long as the commit took (a writer that
+        // relocks at once can keep every copy of a long slice from
+        // completing: readers never block a writer, so one that never stops
+        // can starve them).
+        "slice-writer" => {
+            let shm = SharedMemory::<[u32]>::attach(key).expect("attach");
+            say("ready");
+            assert_eq!(hear(), "go");
+            let (mut commits, end) = (0u64, Instant::now() + run_for());
+            while Instant::now() < end {
+                let mut g = shm.lock().expect("not poisoned");
+                let next = g[0] + 1;
+                let t = Instant::now();
+                for w in g.iter_mut() {
+                    *w = next;
+                }
+                drop(g);
+                commits += 1;
+                let pause = t.elapsed() * 20;
+                let t = Instant::now();
+                while t.elapsed() < pause {
+                    std::hint::spin_loop();
+                }
+            }
+            say(&format!("committed {commits}"));
+        }
+        // Snapshots through a read-only handle: every copy is one commit,
+        // and versions never go back.
+        "reader" => {
+            let shm = SharedMemory::<Row, ReadOnly>::attach(key).expect("attach");
+            say("ready");
+            assert_eq!(hear(), "go");
+            let (mut n, mut changes, mut last, mut last_version) = (0u64, 0u64, 0u64, 0u64);
+            let end = Instant::now() + run_for();
+            while Instant::now() < end {
+                let version = shm.version();
+                let row = shm.snapshot().expect("not poisoned");
+                if row.iter().any(|&w| w != row[0]) {
+                    say(&format!("MIXED {row:?}"));
+                    return;
+                }
+                assert!(
+                    version >= last_version,
+                    "version went back: {last_version} → {version}"
+                );
+                assert!(row[0] >= last, "a snapshot went back: {last} → {}", row[0]);
+                changes += u64::from(row[0] != last);
+                (last, last_version, n) = (row[0], version, n + 1);
+            }
+            say(&format!("snapshots {n} changes {changes}"));
+        }
+        "slice-reader" => {
+            let shm = SharedMemory::<[u32], ReadOnly>::attach(key).expect("attach");
+            say("ready");
+            assert_eq!(hear(), "go");
+            let mut buf = vec![0u32; shm.len()];
+            let (mut n, mut changes, mut last) = (0u64, 0u64, 0u32);
+            let end = Instant::now() + run_for();
+            while Instant::now() < end {
+                shm.snapshot_into(&mut buf).expect("not poisoned");
+                if let Some(i) = buf.iter().position(|&w| w != buf[0]) {
+                    say(&format!("MIXED at {i}: {} vs {}", buf[i], buf[0]));
+                    return;
+                }
+                changes += u64::from(buf[0] != last);
+                (last, n) = (buf[0], n + 1);
+            }
+            say(&format!("snapshots {n} changes {changes}"));
+        }
+        // Commits when told to; a guard that only reads, and a read-only
+        // handle's guard, commit nothing.
+        "committer" => {
+            let shm = SharedMemory::<Row>::attach(key).expect("attach");
+            let ro = SharedMemory::<Row, ReadOnly>::attach(key).expect("attach");
+            loop {
+                match hear().as_str() {
+                    "commit" => shm.lock().expect("not poisoned")[0] += 1,
+                    "read" => assert_eq!(shm.lock().expect("not poisoned")[1], 0),
+                    "read-only" => assert_eq!(ro.lock().expect("not poisoned")[1], 0),
+                    _ => return,
+                }
+                say("done");
+            }
+        }
+        // Writes half of a row, then waits inside the write (until killed,
+        // stopped, or told to finish).
+        "half-writer" => {
+            let shm = SharedMemory::<Row>::attach(key).expect("attach");
+            let mut g = shm.lock().expect("not poisoned");
+            for w in &mut g[..8] {
+                *w = 99;
+            }
+            say("half");
+            assert_eq!(hear(), "finish");
+            for w in &mut g[8..] {
+                *w = 99;
+            }
+            drop(g);
+            say("committed");
+        }
+        other => panic!("unknown role {other}"),
+    }
+}
+
+/// Runs one writer and two readers at once; returns (commits, each reader's
+/// line).
+fn mix(entry: &str, key: &str, writer: &str, reader: &str) -> (u64, Vec<String>) {
+    let mut w = Child::spawn(entry, writer, key, &[]);
+    let mut readers: Vec<Child> = (0..2).map(|_| Child::spawn(entry, reader, key, &[])).collect();
+    for c in readers.iter_mut().chain([&mut w]) {
+        c.expect("ready", LINE);
+    }
+    for c in readers.iter_mut().chain([&mut w]) {
+        c.send("go");
+    }
+    let commits: u64 = w
+        .next_line(LINE)
+        .strip_prefix("committed ")
+        .expect("the writer's count")
+        .parse()
+        .unwrap();
+    let lines = readers.iter_mut().map(|r| r.next_line(LINE)).collect();
+    w.wait_success(LINE);
+    for r in &mut readers {
+        r.wait_success(LINE);
+    }
+    (commits, lines)
+}
+
+/// Each reader took at least `min` snapshots and saw at least 3 commits.
+fn check_readers(lines: &[String], min: u64) {
+    for line in lines {
+        let parts: Vec<&str> = line.split(' ').collect();
+        assert!(
+            parts.len() == 4 && parts[0] == "snapshots" && parts[2] == "changes",
+            "a reader saw a copy that mixes two commits: {line}"
+        );
+        let (n, changes): (u64, u64) = (parts[1].parse().unwrap(), parts[3].parse().unwrap());
+        assert!(n >= min, "too few snapshots to mean anything: {line}");
+        assert!(
+            changes > 10,
+            "the reader did not see the writer's commits: {line}"
+        );
+    }
+}
+
+/// A writer commits continuously in one process while readers in two others
+/// take snapshots through read-only handles: no copy mixes two commits,
+/// versions and values never go back, and the version counts every commit.
+#[test]
+fn snapshots_in_other_processes_never_mix_two_commits() {
+    const ENTRY: &str = "snapshots_in_other_processes_never_mix_two_commits";
+    if let Some((role, key)) = common::role() {
+        return child(&role, &key);
+    }
+    let key = unique_key("snap-mix");
+    let keys = Keys::new(&[&key]);
+    let shm = SharedMemory::<Row>::create(&key, [0; 16]).expect("create");
+    let (commits, lines) = mix(ENTRY, &key, "writer", "reader");
+    eprintln!("snapshot mix: {commits} commits; readers: {lines:?}");
+    check_readers(&lines, 1000);
+    assert_eq!(shm.version(), commits, "one version per commit");
+    assert_eq!(shm.snapshot().unwrap(), [commits; 16]);
+    drop(shm);
+    keys.finish();
+}
+
+/// The same for a slice of 1024 elements, copied with `snapshot_into`.
+#[test]
+fn slice_snapshots_in_other_processes_never_mix_two_commits() {
+    const ENTRY: &str = "slice_snapshots_in_other_processes_never_mix_two_commits";
+    if let Some((role, key)) = common::role() {
+        return child(&role, &key);
+    }
+    let key = unique_key("snap-slice");
+    let keys = Keys::new(&[&key]);
+    let shm = SharedMemory::<[u32]>::create_slice(&key, 1024, 0).expect("create_slice");
+    let (commits, lines) = mix(ENTRY, &key, "slice-writer", "slice-reader");
+    eprintln!("slice snapshot mix: {commits} commits; readers: {lines:?}");
+    check_readers(&lines, 200);
+    assert_eq!(shm.version(), commits);
+    assert!(shm.snapshot().unwrap().iter().all(|&w| u64::from(w) == commits));
+    drop(shm);
+    keys.finish();
+}
+
+/// `version()` counts commits made in other processes; a guard that only
+/// reads and a read-only handle's guard commit nothing; `wait_for_change`
+/// in this process is woken by each commit there, promptly (by the
+/// committer, not by a polling interval).
+#[test]
+fn versions_count_commits_across_processes_and_wake_waiters() {
+    const ENTRY: &str = "versions_count_commits_across_processes_and_wake_waiters";
+    if let Some((role, key)) = common::role() {
+        return child(&role, &key);
+    }
+    let key = unique_key("snap-version");
+    let keys = Keys::new(&[&key]);
+    let shm = SharedMemory::<Row>::create(&key, [0; 16]).expect("create");
+    assert_eq!(shm.version(), 0);
+    let mut c = Child::spawn(ENTRY, "committer", &key, &[]);
+    for what in ["read", "read-only"] {
+        c.send(what);
+        c.expect("done", LINE);
+        assert_eq!(shm.version(), 0, "a guard that only read ({what}) committed");
+    }
+    let mut latencies = Vec::new();
+    for round in 1..=20u64 {
+        let since = shm.version();
+        assert_eq!(since, round - 1);
+        let t = Instant::now();
+        c.send("commit");
+        let now = shm
+            .wait_for_change_timeout(since, LINE)
+            .expect("woken by the commit");
+        latencies.push(t.elapsed());
+        assert_eq!(now, round);
+        c.expect("done", LINE);
+    }
+    c.send("bye");
+    c.wait_success(LINE);
+    latencies.sort();
+    let median = latencies[latencies.len() / 2];
+    eprintln!(
+        "wait_for_change wake-up after a commit in another process: median {median:?}, all {latencies:?}"
+    );
+    // A wake-up that waited for a polling interval instead (waiters look at
+    // the lock word every 20 ms) would put the median near 10 ms or above.
+    assert!(median < Duration::from_millis(8), "median wake-up {median:?}");
+    assert_eq!(shm.snapshot().unwrap()[0], 20);
+    drop(shm);
+    keys.finish();
+}
+
+/// A writer killed in the middle of a write: while it lives, `snapshot`
+/// cannot get a consistent copy (`snapshot_timeout` times out) and a waiter
+/// waits; once it is dead, `snapshot` reports the poison with the data as it
+/// stands, and the waiter returns — both within 100 ms. The next `lock`
+/// repairs the sequence word (the version advances once); the poison stays
+/// until `clear_poison`.
+#[test]
+fn a_writer_killed_mid_write_is_reported_as_poison_within_100_ms() {
+    const ENTRY: &str = "a_writer_killed_mid_write_is_reported_as_poison_within_100_ms";
+    if let Some((role, key)) = common::role() {
+        return child(&role, &key);
+    }
+    let key = unique_key("snap-kill");
+    let keys = Keys::new(&[&key]);
+    let shm = SharedMemory::<Row>::create(&key, [5; 16]).expect("create");
+    let mut c = Child::spawn(ENTRY, "half-writer", &key, &[]);
+    c.expect("half", LINE);
+    assert!(matches!(
+        shm.snapshot_timeout(Duration::from_millis(30)),
+        Err(TryLockError::TimedOut)
+    ));
+    std::thread::scope(|s| {
+        let waiter = s.spawn(|| {
+            let v = shm.wait_for_change(0);
+            (v, Instant::now())
+        });
+        // Let the waiter block (it would return at once after the kill too).
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(!waiter.is_finished(), "the waiter returned before any change");
+        let status = c.kill_and_reap();
+        let dead = Instant::now();
+        assert_eq!(common::killed_by(&status), Some(libc::SIGKILL));
+        let r = shm.snapshot();
+        let took = dead.elapsed();
+        match r {
+            Err(p) => {
+                let row = p.into_inner();
+                assert_eq!(row[..8], [99; 8], "the data as it stands");
+                assert_eq!(row[8..], [5; 8]);
+            }
+            Ok(row) => panic!("a half-written row reported clean: {row:?}"),
+        }
+        assert!(
+            took < Duration::from_millis(100),
+            "snapshot reported the poison after {took:?}"
+        );
+        let (v, at) = waiter.join().unwrap();
+        let woke = at.saturating_duration_since(dead);
+        eprintln!("after the writer's death: snapshot {took:?}, waiter {woke:?}");
+        assert_eq!(v, 0, "no commit happened");
+        assert!(
+            woke < Duration::from_millis(100),
+            "the waiter returned {woke:?} after the death"
+        );
+    });
+    assert!(shm.is_poisoned());
+    match shm.lock() {
+        Err(p) => assert_eq!(p.into_inner()[0], 99),
+        Ok(_) => panic!("the lock of a dead holder is not poisoned"),
+    }
+    assert_eq!(
+        shm.version(),
+        1,
+        "the repair publishes the half-written data once"
+    );
+    assert!(shm.snapshot().is_err(), "poison is sticky for snapshots too");
+    shm.clear_poison();
+    assert_eq!(shm.snapshot().unwrap()[..8], [99; 8]);
+    drop(shm);
+    keys.finish();
+}
+
+/// A writer stopped (SIGSTOP) in the middle of a write never makes a reader
+/// return a mixed copy or hang: `snapshot_timeout` times out; after SIGCONT
+/// and the end of the write, `snapshot` sees the new commit.
+#[test]
+fn a_stopped_writer_makes_snapshot_timeout_time_out_then_the_commit_shows() {
+    const ENTRY: &str = "a_stopped_writer_makes_snapshot_timeout_time_out_then_the_commit_shows";
+    if let Some((role, key)) = common::role() {
+        return child(&role, &key);
+    }
+    let key = unique_key("snap-stop");
+    let keys = Keys::new(&[&key]);
+    let shm = SharedMemory::<Row>::create(&key, [5; 16]).expect("create");
+    let mut c = Child::spawn(ENTRY, "half-writer", &key, &[]);
+    c.expect("half", LINE);
+    c.signal(libc::SIGSTOP);
+    for _ in 0..3 {
+        let t = Instant::now();
+        assert!(matches!(
+            shm.snapshot_timeout(Duration::from_millis(40)),
+            Err(TryLockError::TimedOut)
+        ));
+        assert!(t.elapsed() >= Duration::from_millis(40));
+    }
+    assert_eq!(shm.version(), 0);
+    c.signal(libc::SIGCONT);
+    c.send("finish");
+    c.expect("committed", LINE);
+    assert_eq!(shm.snapshot_timeout(LINE).unwrap(), [99; 16]);
+    assert_eq!(shm.version(), 1);
+    c.wait_success(LINE);
+    drop(shm);
+    keys.finish();
+}
+
+/// A panic under a write guard commits what was written and poisons:
+/// snapshots report the poison, a waiter is woken, the version advances.
+#[test]
+fn a_panic_under_a_write_guard_is_reported_by_snapshot_and_wakes_waiters() {
+    let key = unique_key("snap-panic");
+    let keys = Keys::new(&[&key]);
+    let shm = SharedMemory::<Row>::create(&key, [1; 16]).expect("create");
+    std::thread::scope(|s| {
+        let waiter = s.spawn(|| shm.wait_for_change_timeout(0, LINE));
+        let panicked = s
+            .spawn(|| {
+                let mut g = shm.lock().unwrap();
+                g[0] = 2;
+                panic!("half-way");
+            })
+            .join();
+        assert!(panicked.is_err());
+        assert_eq!(waiter.join().unwrap().expect("woken"), 1);
+    });
+    match shm.snapshot() {
+        Err(p) => assert_eq!(p.into_inner()[..2], [2, 1]),
+        Ok(_) => panic!("a snapshot after a panic under the lock is not poisoned"),
+    }
+    shm.clear_poison();
+    assert!(shm.snapshot().is_ok());
+    drop(shm);
+    keys.finish();
+}
+
+/// A segment of header format version 1 (written by an older typed-shm) is
+/// `IncompatibleVersion` for `attach`, with a message that names both
+/// versions, and is left untouched by `create` and `open_or_create`.
+#[test]
+fn a_version_1_segment_is_incompatible_and_left_untouched() {
+    use std::os::unix::fs::FileExt;
+    let key = unique_key("snap-v1");
+    let keys = Keys::new(&[&key]);
+    let shm = SharedMemory::<Row>::create(&key, [1; 16]).expect("create");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(common::shm_path(&key))
+        .unwrap();
+    // version = 1, header_size = 512 (offsets 8 and 12).
+    file.write_all_at(&1u32.to_ne_bytes(), 8).unwrap();
+    file.write_all_at(&512u32.to_ne_bytes(), 12).unwrap();
+    let before = std::fs::read(common::shm_path(&key)).unwrap();
+    let err = SharedMemory::<Row>::attach(&key).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::IncompatibleVersion, "{err}");
+    assert!(err.to_string().contains("version 1"), "{err}");
+    assert!(err.to_string().contains("version 2"), "{err}");
+    let err = SharedMemory::<Row>::create(&key, [0; 16]).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::AlreadyExists, "{err}");
+    let err = SharedMemory::<Row>::open_or_create(&key, || [0; 16]).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::IncompatibleVersion, "{err}");
+    assert_eq!(
+        std::fs::read(common::shm_path(&key)).unwrap(),
+        before,
+        "the file changed"
+    );
+    drop(shm);
+    keys.finish();
+}
