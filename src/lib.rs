@@ -144,6 +144,47 @@
 //! is the file `/dev/shm` followed by its [`native_key`] (for example
 //! `/dev/shm/tshm_telemetry`).
 //!
+//! # Snapshots and change notification
+//!
+//! Every handle, read-write or [`ReadOnly`], can read without the lock:
+//! [`snapshot`](SharedMemory::snapshot) copies the data consistently (never
+//! a mix of two commits), never holds up a writer and never writes to the
+//! segment; [`version`](SharedMemory::version) counts commits (the drop of
+//! a write guard through which the data was mutably dereferenced);
+//! [`wait_for_change`](SharedMemory::wait_for_change) blocks until the next
+//! commit in any process and is woken by the committer itself.
+//!
+//! How: a sequence word in the header, in a cache line of its own. A write
+//! guard makes it odd before its first write and even again, one commit
+//! further, when it is dropped. A reader copies the data with atomic word
+//! loads between two looks at the word and retries when it changed; while a
+//! writer is in the middle of a commit it spins briefly, then sleeps (at most
+//! 1 ms at a time). If the writer's process dies mid-write, the lock word says
+//! so, and the reader reports the poison (within 100 ms, in practice
+//! microseconds) with the data as it stands. Waiters sleep on a shared futex
+//! on the word; a committer wakes them only when a count says someone
+//! waits, so a commit with nobody waiting makes no system call.
+//!
+//! Readers never block a writer — the other side of that: a writer that
+//! recommits without pause can keep a reader of a large value retrying (use
+//! [`snapshot_timeout`](SharedMemory::snapshot_timeout) to bound the wait).
+//! A waiter killed while waiting leaves the count one too high, which only
+//! costs every later commit one wake-up system call.
+//!
+//! **What the Rust memory model says.** The reader uses only atomic loads. The
+//! writer writes through a plain `&mut T`. When a reader and a writer are
+//! threads of the same process, an atomic load that races with a non-atomic
+//! store is a data race in the Rust (C++20) memory model, and so undefined
+//! behaviour on paper, even though the reader discards every value it read
+//! during the write. No seqlock whose writer uses plain stores avoids this;
+//! the sound ones make the writer store atomically, which a `&mut T` cannot.
+//! What this crate does: the reader never forms a reference to the shared
+//! data, reads aligned words only (no load is torn below a word), and uses
+//! nothing it read unless the sequence check passes; a reader in *another*
+//! process is outside the model altogether (each compiler sees one side).
+//! Transactional segments will remove the race: their writers work on a
+//! private copy and publish it with atomic stores.
+//!
 //! # Coming from Qt
 //!
 //! | QSharedMemory | typed-shm |
