@@ -62,8 +62,13 @@ use crate::sync::ShmMutex;
 pub struct Guard<'a, T: ?Sized + ShmData, A: Access = ReadWrite> {
     /// The lock this guard holds.
     mutex: &'a ShmMutex,
-    /// The data the lock guards.
+    /// The data the lock guards (for a write guard of a transactional
+    /// segment: the committed buffer until the first `DerefMut`, then
+    /// `private`).
     data: NonNull<T>,
+    /// Write guards of transactional segments: the handle's private buffer,
+    /// where the changes are made until the drop publishes them.
+    private: Option<NonNull<T>>,
     /// Poison on drop if the thread is panicking (write guards that were not
     /// taken during a panic).
     poison_on_panic: bool,
@@ -90,12 +95,18 @@ impl<'a, T: ?Sized + ShmData, A: Access> Guard<'a, T, A> {
     ///   holding a valid `T` (every byte pattern is one: `ShmSafe`), valid
     ///   for reads for `'a` — and for writes if `A` is [`ReadWrite`] — and
     ///   reached by nobody else while `mutex` is held.
+    /// - `private`, given for a write guard of a transactional segment (and
+    ///   only then), must point to a buffer of the same size, aligned for
+    ///   `T`, valid for reads and writes for `'a`, that nothing else uses
+    ///   while `mutex` is held, and not overlapping the segment.
     #[inline(always)]
-    pub(crate) unsafe fn new(mutex: &'a ShmMutex, data: NonNull<T>) -> Self {
+    pub(crate) unsafe fn new(mutex: &'a ShmMutex, data: NonNull<T>, private: Option<NonNull<T>>) -> Self {
         Guard {
             mutex,
             data,
-            poison_on_panic: A::WRITABLE && !std::thread::panicking(),
+            private,
+            // A transactional segment is never poisoned: a panic discards.
+            poison_on_panic: A::WRITABLE && private.is_none() && !std::thread::panicking(),
             wrote: false,
             _not_send: PhantomData,
             _access: PhantomData,
@@ -124,8 +135,7 @@ impl<T: ?Sized + ShmData> DerefMut for Guard<'_, T, ReadWrite> {
     #[inline(always)]
     fn deref_mut(&mut self) -> &mut T {
         if !self.wrote {
-            self.wrote = true;
-            self.mutex.begin_write();
+            self.first_write();
         }
         // SAFETY: NonNull::as_mut requires what `as_ref` does (see `deref`),
         // plus validity for writes and no other reference for the returned
@@ -144,11 +154,98 @@ impl<T: ?Sized + ShmData, A: Access> Drop for Guard<'_, T, A> {
             // parent's thread; its words are not ours to touch.
             return;
         }
+        if self.private.is_some() {
+            // A transactional write guard: publish the private copy on a
+            // normal drop after a write; discard it on a panic (or after
+            // `rollback`, which clears `wrote`).
+            let publish = self.wrote && !std::thread::panicking();
+            let src = self.data.as_ptr().cast::<u8>().cast_const();
+            // SAFETY: ShmMutex::unlock_txn requires that the calling thread
+            // holds the lock (as below) and, when publishing, `data_len()`
+            // readable bytes at `src` outside the segment: after a write,
+            // `data` is the private buffer (`first_write`), of the data's
+            // size (`new`'s contract).
+            unsafe { self.mutex.unlock_txn(publish.then_some(src)) };
+            return;
+        }
         let poison = self.poison_on_panic && std::thread::panicking();
         // SAFETY: ShmMutex::unlock requires that the calling thread holds the
         // lock: a guard exists only while its thread holds it (`new`'s
         // contract), guards are `!Send`, and this is the guard's only release.
         unsafe { self.mutex.unlock(poison, self.wrote) };
+    }
+}
+
+impl<T: ?Sized + ShmData, A: Access> Guard<'_, T, A> {
+    /// The first `DerefMut`: a write begins. In a transactional segment the
+    /// guard switches to its private copy of the committed data; otherwise
+    /// the sequence word says a write is in progress.
+    #[inline]
+    fn first_write(&mut self) {
+        self.wrote = true;
+        let Some(private) = self.private else {
+            self.mutex.begin_write();
+            return;
+        };
+        // SAFETY: NonNull::as_ref requires a valid, aligned `T` with no
+        // `&mut T` alive: `data` is the committed buffer (`new`'s contract),
+        // and `&mut self` excludes every other reference from this guard.
+        let len = size_of_val(unsafe { self.data.as_ref() });
+        // SAFETY: copy_nonoverlapping requires a source valid for reads and a
+        // destination valid for writes of `len` bytes that do not overlap:
+        // the committed buffer in the segment (unchanged while we hold the
+        // lock) and the private buffer of the same size outside it (`new`'s
+        // contract).
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.data.as_ptr().cast::<u8>(),
+                private.as_ptr().cast::<u8>(),
+                len,
+            )
+        };
+        self.data = private;
+    }
+}
+
+impl<T: ?Sized + ShmData> Guard<'_, T, ReadWrite> {
+    /// Discards the changes made through `guard` and unlocks: in a
+    /// [transactional](crate::Options::transactional) segment, the data stays
+    /// as the last commit left it, for every process, and the version does
+    /// not advance. Returns `Ok(())`.
+    ///
+    /// In a segment that is not transactional, the changes are already in
+    /// the shared data and cannot be undone: the guard is given back,
+    /// untouched and still holding the lock, as `Err(guard)`, so that the
+    /// caller decides (repair the data, or drop the guard to commit them).
+    ///
+    /// An associated function, not a method, so that it never shadows a
+    /// method of `T`.
+    ///
+    /// # Errors
+    ///
+    /// `Err(guard)` if the segment is not transactional.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use typed_shm::{Guard, SharedMemory};
+    /// # let key = format!("doc-rollback-{}", std::process::id());
+    /// let shm = SharedMemory::<[u32; 2]>::options().transactional(true).create(&key, [1, 1])?;
+    /// let mut g = shm.lock().unwrap();
+    /// g[0] = 5;
+    /// Guard::rollback(g).unwrap(); // discarded
+    /// assert_eq!(*shm.lock().unwrap(), [1, 1]);
+    /// assert_eq!(shm.version(), 0);
+    /// # Ok::<(), typed_shm::Error>(())
+    /// ```
+    pub fn rollback(guard: Self) -> Result<(), Self> {
+        let mut guard = guard;
+        if guard.private.is_none() {
+            return Err(guard);
+        }
+        guard.wrote = false;
+        drop(guard);
+        Ok(())
     }
 }
 

@@ -33,7 +33,8 @@
 //! | 512 | `seq: u64` (atomic) | the sequence word: twice the number of commits, plus 1 while a write guard is writing |
 //! | 520 | `waiters: u32` (atomic) | processes blocked in `wait_for_change` (a hint: a commit wakes them only when it is non-zero) |
 //! | 524 | `poison_seen: u32` (atomic) | a copy of `poisoned` for snapshot readers, in this line |
-//! | 528 | reserved | zero, up to 576 |
+//! | 528 | `txn_commits: u64` (atomic) | transactional segments: the commits so far (their version) |
+//! | 536 | reserved | zero, up to 576 |
 //!
 //! The mutex, the holder token and `poisoned` share one 64-byte cache line: taking the
 //! lock writes both, so they travel between cores together. The sequence word has a
@@ -81,6 +82,8 @@ pub(crate) const STATE_READY: u32 = 0x5245_4459;
 pub(crate) const STATE_DESTROYED: u32 = 0x4445_4144;
 
 const FLAG_SLICE: u32 = 1;
+/// Bit 1 of `flags`: a transactional segment, with two data buffers.
+const FLAG_TRANSACTIONAL: u32 = 2;
 
 /// The header as stored. Fields that change after publication (`state`,
 /// `poisoned`, `attach_count`, `mutex`) are only ever accessed in place,
@@ -114,7 +117,8 @@ pub(crate) struct Header {
     pub seq: u64,
     pub waiters: u32,
     pub poison_seen: u32,
-    pub reserved2: [u64; 6],
+    pub txn_commits: u64,
+    pub reserved2: [u64; 5],
 }
 
 const_assert_eq!(size_of::<Header>(), HEADER_SIZE);
@@ -140,6 +144,7 @@ const_assert_eq!(offset_of!(Header, pid_ns), 448);
 const_assert_eq!(offset_of!(Header, seq), 512);
 const_assert_eq!(offset_of!(Header, waiters), 520);
 const_assert_eq!(offset_of!(Header, poison_seen), 524);
+const_assert_eq!(offset_of!(Header, txn_commits), 528);
 // The mutex must fit its slot and be aligned by it.
 const_assert!(sys::MUTEX_SIZE <= 48);
 const_assert!(sys::MUTEX_ALIGN <= 8);
@@ -168,6 +173,9 @@ pub(crate) struct Expected {
     pub page_size: usize,
     /// This process's PID namespace (see [`crate::sys::pid_namespace`]).
     pub pid_ns: (u64, u64),
+    /// For `create`: make a transactional segment (attach learns it from the
+    /// header).
+    pub transactional: bool,
 }
 
 /// What a validated header says about the data.
@@ -176,16 +184,33 @@ pub(crate) struct Validated {
     pub data_offset: u64,
     pub data_len: usize,
     pub elem_count: usize,
+    /// Transactional segments: the distance from the first data buffer to
+    /// the second (`data_len` rounded up to pages); 0 otherwise.
+    pub stride: usize,
 }
 
 impl Validated {
+    /// Bytes of the data region: one buffer, or two for a transactional
+    /// segment.
+    pub(crate) fn span(&self) -> usize {
+        self.stride + self.data_len
+    }
+
     /// Bytes to map: the header page(s) and the data; `None` if that does
     /// not fit this process's address space.
     pub(crate) fn map_len(&self) -> Option<usize> {
         usize::try_from(self.data_offset)
             .ok()
+            .and_then(|o| o.checked_add(self.stride))
             .and_then(|o| o.checked_add(self.data_len))
     }
+}
+
+/// The distance between the two buffers of a transactional segment:
+/// `data_len` rounded up to a multiple of `page` (so each buffer starts on a
+/// page boundary); `None` on overflow.
+pub(crate) fn stride(data_len: usize, page: usize) -> Option<usize> {
+    data_len.checked_next_multiple_of(page)
 }
 
 fn abi_stamp(page_size: usize) -> [u32; 6] {
@@ -227,7 +252,12 @@ impl Header {
         h.elem_align = expected.elem_align as u64;
         h.elem_count = elem_count;
         h.fingerprint = expected.fingerprint;
-        h.flags = if expected.slice { FLAG_SLICE } else { 0 };
+        h.flags = if expected.slice { FLAG_SLICE } else { 0 }
+            | if expected.transactional {
+                FLAG_TRANSACTIONAL
+            } else {
+                0
+            };
         h.pid_ns = [expected.pid_ns.0, expected.pid_ns.1];
         let desc = fit_desc(&expected.desc);
         let mut bytes = desc.as_bytes().to_vec();
@@ -248,7 +278,7 @@ impl Header {
 
 /// Pointers to the lock's words in a mapped header: the mutex, the holder's
 /// token and the `poisoned` flag, and the words of the sequence line (`seq`,
-/// `waiters`, `poison_seen`). All are aligned for their types (offsets
+/// `waiters`, `poison_seen`, `txn_commits`). All are aligned for their types (offsets
 /// asserted above, in a page-aligned mapping).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct LockSlots {
@@ -258,6 +288,7 @@ pub(crate) struct LockSlots {
     pub seq: *const AtomicU64,
     pub waiters: *const AtomicU32,
     pub poison_seen: *const AtomicU32,
+    pub txn_commits: *const AtomicU64,
 }
 
 /// The fields of a mapped header that are used in place, after publication:
@@ -301,6 +332,7 @@ impl InPlace {
             seq: self.base.wrapping_add(offset_of!(Header, seq)).cast(),
             waiters: self.base.wrapping_add(offset_of!(Header, waiters)).cast(),
             poison_seen: self.base.wrapping_add(offset_of!(Header, poison_seen)).cast(),
+            txn_commits: self.base.wrapping_add(offset_of!(Header, txn_commits)).cast(),
         }
     }
 }
@@ -357,6 +389,9 @@ pub(crate) struct Sizes {
     pub data_offset: usize,
     /// Bytes of data: element size × count.
     pub data_len: usize,
+    /// Transactional segments: where the second buffer starts, from the
+    /// first (see [`stride`]); 0 otherwise.
+    pub stride: usize,
     /// Bytes of the whole object, header page included.
     pub total: usize,
 }
@@ -394,12 +429,15 @@ impl fmt::Display for SizeError {
 /// The sizes of a new segment of `elem_count` elements of `elem_size` bytes
 /// aligned to `elem_align`, on pages of `page_size` bytes: the data starts on
 /// the page after the header's (so it can be mapped read-only on its own),
-/// and no length exceeds `isize::MAX`. Checked arithmetic; never panics.
+/// a transactional segment has a second buffer on the next page boundary
+/// after the first, and no length exceeds `isize::MAX`. Checked arithmetic;
+/// never panics.
 pub(crate) fn sizes(
     elem_size: usize,
     elem_align: usize,
     elem_count: usize,
     page_size: usize,
+    transactional: bool,
 ) -> Result<Sizes, SizeError> {
     if elem_size == 0 {
         return Err(SizeError::ZeroSized);
@@ -420,10 +458,20 @@ pub(crate) fn sizes(
             count: elem_count,
             size: elem_size,
         })?;
-    let total = page_size.checked_add(data_len).ok_or(SizeError::TotalOverflow)?;
+    let stride = if transactional {
+        stride(data_len, page_size).ok_or(SizeError::TotalOverflow)?
+    } else {
+        0
+    };
+    let total = page_size
+        .checked_add(stride)
+        .and_then(|n| n.checked_add(data_len))
+        .filter(|&n| isize::try_from(n).is_ok())
+        .ok_or(SizeError::TotalOverflow)?;
     Ok(Sizes {
         data_offset: page_size,
         data_len,
+        stride,
         total,
     })
 }
@@ -564,10 +612,36 @@ pub(crate) fn validate(
             ),
         ));
     }
+    if h.flags & !(FLAG_SLICE | FLAG_TRANSACTIONAL) != 0 {
+        return Err(corrupted(format!(
+            "its flags {:#x} include unknown bits",
+            h.flags
+        )));
+    }
+    let stride = if h.flags & FLAG_TRANSACTIONAL != 0 {
+        // The second buffer must fit in the file too.
+        let fits = stride(data_len, page as usize)
+            .filter(|&st| isize::try_from(st + data_len).is_ok())
+            .filter(|&st| {
+                h.data_offset
+                    .checked_add(st as u64 + h.data_len)
+                    .is_some_and(|end| end <= file_len)
+            });
+        let Some(st) = fits else {
+            return Err(corrupted(format!(
+                "it is transactional, but its two buffers of {data_len} bytes do not fit in the \
+                 {file_len}-byte object"
+            )));
+        };
+        st
+    } else {
+        0
+    };
     Ok(Validated {
         data_offset: h.data_offset,
         data_len,
         elem_count,
+        stride,
     })
 }
 
@@ -587,6 +661,7 @@ mod tests {
             desc: "u64".into(),
             page_size: PAGE,
             pid_ns: (7, 4026531836),
+            transactional: false,
         }
     }
 
@@ -608,7 +683,8 @@ mod tests {
             Validated {
                 data_offset: PAGE as u64,
                 data_len: 8,
-                elem_count: 1
+                elem_count: 1,
+                stride: 0,
             }
         );
     }
@@ -811,38 +887,54 @@ mod tests {
     #[test]
     fn sizes_put_the_data_on_the_page_after_the_header() {
         assert_eq!(
-            sizes(8, 8, 1, PAGE),
+            sizes(8, 8, 1, PAGE, false),
             Ok(Sizes {
                 data_offset: PAGE,
                 data_len: 8,
+                stride: 0,
                 total: PAGE + 8
             })
         );
         assert_eq!(
-            sizes(12, 4, 1000, PAGE),
+            sizes(12, 4, 1000, PAGE, false),
             Ok(Sizes {
                 data_offset: PAGE,
                 data_len: 12_000,
+                stride: 0,
                 total: PAGE + 12_000
             })
         );
-        assert_eq!(sizes(PAGE, PAGE, 1, PAGE).map(|s| s.total), Ok(2 * PAGE));
+        // Transactional: a second buffer on the next page boundary.
+        assert_eq!(
+            sizes(12, 4, 1000, PAGE, true),
+            Ok(Sizes {
+                data_offset: PAGE,
+                data_len: 12_000,
+                stride: 12_288,
+                total: PAGE + 12_288 + 12_000
+            })
+        );
+        assert_eq!(
+            sizes(1, 1, isize::MAX as usize - 2 * PAGE, PAGE, true),
+            Err(SizeError::TotalOverflow)
+        );
+        assert_eq!(sizes(PAGE, PAGE, 1, PAGE, false).map(|s| s.total), Ok(2 * PAGE));
     }
 
     #[test]
     fn sizes_refuse_what_cannot_be_mapped() {
-        assert_eq!(sizes(0, 1, 1, PAGE), Err(SizeError::ZeroSized));
-        assert_eq!(sizes(0, 1, 0, PAGE), Err(SizeError::ZeroSized));
-        assert_eq!(sizes(4, 4, 0, PAGE), Err(SizeError::EmptySlice));
+        assert_eq!(sizes(0, 1, 1, PAGE, false), Err(SizeError::ZeroSized));
+        assert_eq!(sizes(0, 1, 0, PAGE, false), Err(SizeError::ZeroSized));
+        assert_eq!(sizes(4, 4, 0, PAGE, false), Err(SizeError::EmptySlice));
         assert_eq!(
-            sizes(2 * PAGE, 2 * PAGE, 1, PAGE),
+            sizes(2 * PAGE, 2 * PAGE, 1, PAGE, false),
             Err(SizeError::Alignment {
                 align: 2 * PAGE,
                 page: PAGE
             })
         );
         assert_eq!(
-            sizes(8, 8, usize::MAX / 4, PAGE),
+            sizes(8, 8, usize::MAX / 4, PAGE, false),
             Err(SizeError::Overflow {
                 count: usize::MAX / 4,
                 size: 8
@@ -850,14 +942,14 @@ mod tests {
         );
         // Fits usize, but not isize: no object may span it.
         assert_eq!(
-            sizes(1, 1, isize::MAX as usize + 1, PAGE),
+            sizes(1, 1, isize::MAX as usize + 1, PAGE, false),
             Err(SizeError::Overflow {
                 count: isize::MAX as usize + 1,
                 size: 1
             })
         );
         assert_eq!(
-            sizes(1, 1, isize::MAX as usize, usize::MAX / 2 + 2),
+            sizes(1, 1, isize::MAX as usize, usize::MAX / 2 + 2, false),
             Err(SizeError::TotalOverflow)
         );
     }
@@ -886,8 +978,11 @@ mod tests {
             data_offset: PAGE as u64,
             data_len: 10,
             elem_count: 10,
+            stride: 0,
         };
         assert_eq!(v.map_len(), Some(PAGE + 10));
+        let txn = Validated { stride: PAGE, ..v };
+        assert_eq!(txn.map_len(), Some(2 * PAGE + 10));
         let v = Validated {
             data_offset: u64::MAX,
             ..v
@@ -901,12 +996,16 @@ mod tests {
             size in prop_oneof![0usize..64, any::<usize>()],
             count in prop_oneof![0usize..64, any::<usize>()],
             align in prop_oneof![Just(1usize), Just(8), Just(2 * PAGE)],
+            transactional in any::<bool>(),
         ) {
-            if let Ok(s) = sizes(size, align, count, PAGE) {
+            if let Ok(s) = sizes(size, align, count, PAGE, transactional) {
                 prop_assert_eq!(s.data_len, size * count);
-                prop_assert_eq!(s.total, s.data_offset + s.data_len);
-                prop_assert!(s.data_len <= isize::MAX as usize);
+                prop_assert_eq!(s.total, s.data_offset + s.stride + s.data_len);
+                prop_assert!(s.total <= isize::MAX as usize);
                 prop_assert_eq!(s.data_offset % PAGE, 0);
+                prop_assert_eq!(s.stride % PAGE, 0);
+                let stride_ok = if transactional { s.stride >= s.data_len } else { s.stride == 0 };
+                prop_assert!(stride_ok);
             }
         }
 

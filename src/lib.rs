@@ -249,6 +249,7 @@ mod shm_safe;
 mod snapshot;
 mod sync;
 mod sys;
+mod txn;
 
 pub use data::{Access, ReadOnly, ReadWrite, ShmData};
 pub use error::{Error, ErrorKind, LockResult, PoisonError, TryLockError, TryLockResult};

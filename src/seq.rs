@@ -108,6 +108,52 @@ unsafe fn copy_atomic(src: *const u8, dst: *mut u8, len: usize) {
     }
 }
 
+/// Copies `len` bytes from private memory at `src` into shared memory at
+/// `dst` with atomic stores of the widest aligned words: how a transactional
+/// commit publishes, so that no byte of the segment is ever written
+/// non-atomically while another process may read it.
+///
+/// # Safety
+///
+/// - `src` must be valid for reads of `len` bytes, not written meanwhile;
+/// - `dst` must be 8-aligned and valid for writes of `len` bytes, in a
+///   mapping that others access only atomically while this runs (readers of
+///   a transactional segment never read the uncommitted buffer this writes,
+///   and writers hold the lock).
+pub(crate) unsafe fn copy_atomic_store(src: *const u8, dst: *mut u8, len: usize) {
+    let mut i = 0;
+    while i + 8 <= len {
+        // SAFETY: read_unaligned requires `src + i .. + 8` valid for reads:
+        // within the `len` bytes of `src` (this fn's contract).
+        let v = unsafe { src.wrapping_add(i).cast::<u64>().read_unaligned() };
+        // SAFETY: AtomicU64::from_ptr requires an 8-aligned pointer valid for
+        // the access and used only atomically meanwhile: `dst` is 8-aligned,
+        // `i` a multiple of 8 with `i + 8 <= len` (this fn's contract).
+        unsafe { AtomicU64::from_ptr(dst.wrapping_add(i).cast()) }.store(v, Ordering::Relaxed);
+        i += 8;
+    }
+    if i + 4 <= len {
+        // SAFETY: as above, for 4 bytes.
+        let v = unsafe { src.wrapping_add(i).cast::<u32>().read_unaligned() };
+        // SAFETY: as above, for a 4-aligned word (`i` is a multiple of 8).
+        unsafe { AtomicU32::from_ptr(dst.wrapping_add(i).cast()) }.store(v, Ordering::Relaxed);
+        i += 4;
+    }
+    if i + 2 <= len {
+        // SAFETY: as above, for 2 bytes.
+        let v = unsafe { src.wrapping_add(i).cast::<u16>().read_unaligned() };
+        // SAFETY: as above, for a 2-aligned word.
+        unsafe { AtomicU16::from_ptr(dst.wrapping_add(i).cast()) }.store(v, Ordering::Relaxed);
+        i += 2;
+    }
+    if i < len {
+        // SAFETY: as above, for the last byte.
+        let v = unsafe { src.wrapping_add(i).read() };
+        // SAFETY: as above, for one byte.
+        unsafe { AtomicU8::from_ptr(dst.wrapping_add(i)) }.store(v, Ordering::Relaxed);
+    }
+}
+
 /// Waits a little before the next look at a write in progress: spins
 /// first, then yields, then sleeps up to [`MAX_NAP`] (never past
 /// `deadline`).
@@ -125,10 +171,16 @@ fn back_off(round: u32, deadline: Option<Instant>) {
 
 impl ShmMutex {
     /// Commits so far: half the sequence word (an odd word is a commit in
-    /// progress, not yet counted).
+    /// progress, not yet counted), or, for a transactional segment, its
+    /// commit count (its sequence word also moves when a dead writer's
+    /// unfinished commit is abandoned).
     #[inline]
     pub(crate) fn version(&self) -> u64 {
-        self.seq().load(Ordering::Acquire) >> 1
+        if self.is_transactional() {
+            self.txn_commits().load(Ordering::Acquire)
+        } else {
+            self.seq().load(Ordering::Acquire) >> 1
+        }
     }
 
     /// Copies `len` bytes of the data at `src` into `dst`, consistently (all
@@ -147,6 +199,11 @@ impl ShmMutex {
         len: usize,
         deadline: Option<Instant>,
     ) -> Read {
+        if self.is_transactional() {
+            // SAFETY: forwarded from this fn's contract (`len` is the
+            // segment's data length; the buffers are the segment's).
+            return unsafe { self.read_txn(dst, len, deadline) };
+        }
         let mut round = 0;
         loop {
             let before = self.seq().load(Ordering::Acquire);
@@ -178,14 +235,55 @@ impl ShmMutex {
         }
     }
 
+    /// [`read`](Self::read) for a transactional segment: copies the
+    /// committed buffer, which writers never touch until two commits later.
+    /// It retries only if that happened during the copy; it never waits for
+    /// a writer.
+    ///
+    /// # Safety
+    ///
+    /// `dst` valid for writes of `len` bytes, `len` the segment's data length.
+    unsafe fn read_txn(&self, dst: *mut u8, len: usize, deadline: Option<Instant>) -> Read {
+        let mut round = 0;
+        loop {
+            let before = self.seq().load(Ordering::Acquire);
+            // The last commit when the read began (an odd word is a publish in
+            // progress into the other buffer).
+            let committed = before & !1;
+            let (src, _) = self.txn_buffers(committed).expect("a transactional segment");
+            // SAFETY: copy_atomic requires an 8-aligned source of `len`
+            // readable bytes (a page-aligned buffer of the segment, mapped
+            // while `self` lives: `new`'s contract) and `dst` (this fn's).
+            unsafe { copy_atomic(src, dst, len) };
+            fence(Ordering::Acquire);
+            // The next publish writes the other buffer; only the one after it
+            // (which makes the word `committed + 3`) writes this one. The word
+            // never goes back (an abandoned commit moves it on), so any later
+            // write to this buffer shows as a word of at least that.
+            if self.seq().load(Ordering::Relaxed) < committed + 3 {
+                return if self.poison_seen().load(Ordering::Relaxed) != 0 {
+                    Read::Poisoned
+                } else {
+                    Read::Clean
+                };
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Read::TimedOut;
+            }
+            back_off(round, deadline);
+            round = round.saturating_add(1);
+        }
+    }
+
     /// Waits until the version differs from `since` (then returns it), the
     /// segment is poisoned (returns the version as it is), or `deadline`
     /// passes (returns `None`).
     pub(crate) fn wait_for_change(&self, since: u64, deadline: Option<Instant>) -> Option<u64> {
         loop {
             let seen = self.seq().load(Ordering::Acquire);
-            let version = seen >> 1;
-            if version != since || self.is_poisoned() || (seen & 1 == 1 && self.owner() == Owner::Died) {
+            let version = self.version();
+            let dead_writer = !self.is_transactional() && seen & 1 == 1 && self.owner() == Owner::Died;
+            if version != since || self.is_poisoned() || dead_writer {
                 return Some(version);
             }
             let slice = match deadline {

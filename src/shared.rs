@@ -14,6 +14,7 @@ use crate::segment::{Segment, Settings};
 use crate::shm_safe::ShmSafe;
 use crate::sync::{Outcome, ShmMutex};
 use crate::sys;
+use crate::txn::PrivateBuf;
 
 /// Default mode bits of a new segment: read-write for its owner only.
 ///
@@ -45,7 +46,7 @@ fn is_zero<T: ShmSafe>(value: &T) -> bool {
     bytemuck::bytes_of(value).iter().all(|&b| b == 0)
 }
 
-fn expected<T: ?Sized + ShmData>() -> Result<Expected, Error> {
+fn expected<T: ?Sized + ShmData>(transactional: bool) -> Result<Expected, Error> {
     let mut desc = String::new();
     <T::Element as ShmSafe>::write_layout(&mut desc);
     let pid_ns = sys::pid_namespace().map_err(|e| {
@@ -67,6 +68,7 @@ fn expected<T: ?Sized + ShmData>() -> Result<Expected, Error> {
         desc,
         page_size: sys::page_size(),
         pid_ns,
+        transactional,
     })
 }
 
@@ -120,6 +122,8 @@ fn expected<T: ?Sized + ShmData>() -> Result<Expected, Error> {
 pub struct SharedMemory<T: ?Sized + ShmData, A: Access = ReadWrite> {
     mutex: ShmMutex,
     data: NonNull<T>,
+    /// Write handles of transactional segments: where a write guard works.
+    private: Option<PrivateBuf>,
     segment: Segment,
     _access: PhantomData<A>,
 }
@@ -137,7 +141,10 @@ unsafe impl<T: ?Sized + ShmData + Send, A: Access> Sync for SharedMemory<T, A> {
 
 impl<T: ?Sized + ShmData, A: Access> SharedMemory<T, A> {
     fn from_segment(segment: Segment) -> Self {
-        // SAFETY:
+        let buffers = segment
+            .stride()
+            .map(|stride| [segment.data_ptr(), segment.data_ptr().wrapping_add(stride)]);
+        // SAFETY: ShmMutex::new requires:
         // - the mutex was initialized as a robust mutex by the creator before
         //   it published READY, and this handle validated the header;
         // - the holder, poisoned and sequence-line words are the header
@@ -146,11 +153,31 @@ impl<T: ?Sized + ShmData, A: Access> SharedMemory<T, A> {
         // - they stay mapped while `segment` lives, and `segment` outlives
         //   `mutex`: both are fields of `Self`, `mutex` is declared (so
         //   dropped) first, and a mapping whose lock may be held is never
-        //   unmapped.
-        let mutex = unsafe { ShmMutex::new(segment.lock_slots(), segment.key(), segment.fork_generation()) };
+        //   unmapped;
+        // - for a transactional segment, the two buffers are the segment's:
+        //   `stride()` apart, page aligned, `data_len()` bytes each, inside
+        //   the mapping (validated), mapped read-write for a `ReadWrite`
+        //   handle.
+        let mutex = unsafe {
+            ShmMutex::new(
+                segment.lock_slots(),
+                segment.key(),
+                segment.fork_generation(),
+                buffers,
+                segment.data_len(),
+            )
+        };
         let data = T::from_raw_parts(segment.data_ptr().cast(), segment.elem_count());
+        let private = if A::WRITABLE && buffers.is_some() {
+            // The length was validated to fit this address space.
+            let buf = PrivateBuf::new(segment.data_len(), align_of::<T::Element>());
+            Some(buf.expect("a validated data length has a valid layout"))
+        } else {
+            None
+        };
         SharedMemory {
             mutex,
+            private,
             data: NonNull::new(data).expect("a mapping is never at address 0"),
             segment,
             _access: PhantomData,
@@ -169,6 +196,37 @@ impl<T: ?Sized + ShmData, A: Access> SharedMemory<T, A> {
     #[inline]
     pub(crate) fn data_start(&self) -> *const u8 {
         self.data.as_ptr().cast::<u8>().cast_const()
+    }
+
+    /// For a guard of a transactional segment (the lock is held): the
+    /// committed buffer, and the private buffer of a write handle.
+    #[cold]
+    #[inline(never)]
+    fn txn_pointers(&self) -> (NonNull<T>, Option<NonNull<T>>) {
+        let seq = self.mutex.seq().load(std::sync::atomic::Ordering::Relaxed);
+        let (committed, _) = self.mutex.txn_buffers(seq).expect("a transactional segment");
+        let len = self.segment.elem_count();
+        let at = |p: *mut u8| NonNull::new(T::from_raw_parts(p.cast(), len)).expect("never at address 0");
+        (at(committed), self.private.as_ref().map(|b| at(b.as_ptr())))
+    }
+
+    /// Whether the segment is transactional (chosen by its creator with
+    /// [`Options::transactional`]): a write guard's changes become visible
+    /// only when it is dropped normally, and a writer that panics or dies
+    /// leaves the last committed value, unpoisoned.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use typed_shm::SharedMemory;
+    /// # let key = format!("doc-is-txn-{}", std::process::id());
+    /// let shm = SharedMemory::<u64>::options().transactional(true).create(&key, 0)?;
+    /// let peer = SharedMemory::<u64>::attach(&key)?; // learns it from the header
+    /// assert!(shm.is_transactional() && peer.is_transactional());
+    /// # Ok::<(), typed_shm::Error>(())
+    /// ```
+    pub fn is_transactional(&self) -> bool {
+        self.mutex.is_transactional()
     }
 
     #[inline]
@@ -341,6 +399,10 @@ impl<T: ?Sized + ShmData, A: Access> SharedMemory<T, A> {
 
     #[inline(always)]
     fn guard(&self, outcome: Outcome) -> TryLockResult<Guard<'_, T, A>> {
+        let (data, private) = match outcome {
+            Outcome::Locked | Outcome::Poisoned if self.mutex.is_transactional() => self.txn_pointers(),
+            _ => (self.data, None),
+        };
         match outcome {
             // SAFETY: Guard::new requires:
             // - that this thread has just acquired `mutex`: the outcome says so;
@@ -349,10 +411,15 @@ impl<T: ?Sized + ShmData, A: Access> SharedMemory<T, A> {
             //   if `A` is: it points into this handle's mapping (validated
             //   length, page-aligned start), which lives as long as `self`,
             //   mapped PROT_READ only for `ReadOnly` handles.
-            Outcome::Locked => Ok(unsafe { Guard::new(&self.mutex, self.data) }),
+            //   (for a transactional segment: the committed buffer, which
+            //   does not change while the lock is held);
+            // - `private` is given only for a write handle of a
+            //   transactional segment: its own private buffer, of the data's
+            //   size, aligned for `T`, used only by the lock's holder.
+            Outcome::Locked => Ok(unsafe { Guard::new(&self.mutex, data, private) }),
             Outcome::Poisoned => Err(TryLockError::Poisoned(PoisonError::new(
                 // SAFETY: as above.
-                unsafe { Guard::new(&self.mutex, self.data) },
+                unsafe { Guard::new(&self.mutex, data, private) },
                 self.key(),
             ))),
             Outcome::WouldBlock => Err(TryLockError::WouldBlock),
@@ -656,6 +723,7 @@ impl<T: ?Sized + ShmData> SharedMemory<T, ReadWrite> {
         Options {
             mode: DEFAULT_MODE,
             timeout: DEFAULT_TIMEOUT,
+            transactional: false,
             _data: PhantomData,
         }
     }
@@ -706,6 +774,7 @@ impl<T: ?Sized + ShmData> SharedMemory<T, ReadOnly> {
 pub struct Options<T: ?Sized> {
     mode: u32,
     timeout: Duration,
+    transactional: bool,
     _data: PhantomData<fn() -> *const T>,
 }
 
@@ -714,6 +783,7 @@ impl<T: ?Sized> Clone for Options<T> {
         Options {
             mode: self.mode,
             timeout: self.timeout,
+            transactional: self.transactional,
             _data: PhantomData,
         }
     }
@@ -724,6 +794,7 @@ impl<T: ?Sized> fmt::Debug for Options<T> {
         f.debug_struct("Options")
             .field("mode", &format_args!("{:#o}", self.mode))
             .field("timeout", &self.timeout)
+            .field("transactional", &self.transactional)
             .finish()
     }
 }
@@ -776,6 +847,38 @@ impl<T: ?Sized + ShmData> Options<T> {
         self
     }
 
+    /// Whether `create`, `create_slice` and `open_or_create` make a
+    /// transactional segment (default `false`; `attach` learns it from the
+    /// segment). In a transactional segment a write guard works on a
+    /// private copy: its changes become visible — to `snapshot`, to the next
+    /// `lock`, in every process — only when it is dropped normally. A panic
+    /// while it is held, [`Guard::rollback`](crate::Guard::rollback), or the
+    /// death of its process at any instant (also in the middle of the
+    /// commit) discards them: the next `lock` is `Ok` with the last committed
+    /// value, not poisoned, and `snapshot` never waits for a writer.
+    ///
+    /// The price: the segment holds two copies of the data, and each commit
+    /// copies the data once more.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use typed_shm::SharedMemory;
+    /// # let key = format!("doc-txn-{}", std::process::id());
+    /// let shm = SharedMemory::<[u64; 2]>::options().transactional(true).create(&key, [0, 0])?;
+    /// let _ = std::panic::catch_unwind(|| {
+    ///     let mut g = shm.lock().unwrap();
+    ///     g[0] = 1;
+    ///     panic!("half-way"); // discarded, not poisoned
+    /// });
+    /// assert_eq!(*shm.lock().unwrap(), [0, 0]);
+    /// # Ok::<(), typed_shm::Error>(())
+    /// ```
+    pub fn transactional(&mut self, on: bool) -> &mut Self {
+        self.transactional = on;
+        self
+    }
+
     fn settings(&self) -> Settings {
         Settings {
             mode: self.mode,
@@ -799,7 +902,7 @@ impl<T: ?Sized + ShmData> Options<T> {
     /// # Ok::<(), typed_shm::Error>(())
     /// ```
     pub fn attach(&self, key: &str) -> Result<SharedMemory<T>, Error> {
-        Segment::attach(key, &expected::<T>()?, true, self.settings()).map(SharedMemory::from_segment)
+        Segment::attach(key, &expected::<T>(false)?, true, self.settings()).map(SharedMemory::from_segment)
     }
 
     /// [`SharedMemory::<T, ReadOnly>::attach`](SharedMemory#method.attach-1)
@@ -819,7 +922,7 @@ impl<T: ?Sized + ShmData> Options<T> {
     /// # Ok::<(), typed_shm::Error>(())
     /// ```
     pub fn attach_read_only(&self, key: &str) -> Result<SharedMemory<T, ReadOnly>, Error> {
-        Segment::attach(key, &expected::<T>()?, false, self.settings()).map(SharedMemory::from_segment)
+        Segment::attach(key, &expected::<T>(false)?, false, self.settings()).map(SharedMemory::from_segment)
     }
 }
 
@@ -841,8 +944,14 @@ impl<T: ShmSafe> Options<T> {
             // bytes.
             unsafe { data.cast::<T>().write(value) };
         };
-        Segment::create(key, &expected::<T>()?, 1, self.settings(), &mut write)
-            .map(SharedMemory::from_segment)
+        Segment::create(
+            key,
+            &expected::<T>(self.transactional)?,
+            1,
+            self.settings(),
+            &mut write,
+        )
+        .map(SharedMemory::from_segment)
     }
 
     /// [`SharedMemory::create`] with these options.
@@ -939,8 +1048,14 @@ impl<E: ShmSafe> Options<[E]> {
                 unsafe { data.wrapping_add(i).write(fill) };
             }
         };
-        Segment::create(key, &expected::<[E]>()?, len, self.settings(), &mut write)
-            .map(SharedMemory::from_segment)
+        Segment::create(
+            key,
+            &expected::<[E]>(self.transactional)?,
+            len,
+            self.settings(),
+            &mut write,
+        )
+        .map(SharedMemory::from_segment)
     }
 }
 

@@ -65,6 +65,7 @@ pub(crate) struct ShmMutex {
     seq: *const AtomicU64,
     waiters: *const AtomicU32,
     poison_seen: *const AtomicU32,
+    txn_commits: *const AtomicU64,
     /// Whether a thread of this process holds the lock through this handle
     /// (set after acquiring, cleared before releasing). A handle whose lock is
     /// still held when it is dropped (a forgotten guard) must never unmap it.
@@ -75,6 +76,11 @@ pub(crate) struct ShmMutex {
     /// The `fork` generation of the handle (see [`sys::fork_generation`]):
     /// in a child process, the lock's words belong to the parent.
     fork_generation: u64,
+    /// Transactional segments: the two data buffers (each `data_len` bytes);
+    /// the committed one is `buffers[(seq >> 1) & 1]`.
+    buffers: Option<[*mut u8; 2]>,
+    /// Bytes of data (one buffer).
+    data_len: usize,
 }
 
 impl ShmMutex {
@@ -82,13 +88,24 @@ impl ShmMutex {
     ///
     /// - `slots.mutex` must point to a mutex initialized by
     ///   [`RawMutex::init`] (in any process);
-    /// - `slots.holder`, `slots.poisoned`, `slots.seq`, `slots.waiters` and
-    ///   `slots.poison_seen` must point to the header words that go with it,
+    /// - `slots.holder`, `slots.poisoned`, `slots.seq`, `slots.waiters`,
+    ///   `slots.poison_seen` and `slots.txn_commits` must point to the header
+    ///   words that go with it,
     ///   aligned, and only ever accessed atomically;
     /// - all of them must stay mapped for as long as the returned value lives.
     ///
     /// `fork_generation` is the generation the handle was made in.
-    pub(crate) unsafe fn new(slots: LockSlots, key: &str, fork_generation: u64) -> Self {
+    /// `buffers`, for a transactional segment, are its two data buffers of
+    /// `data_len` bytes each, 8-aligned, mapped (read-write for a handle
+    /// that writes) as long as the returned value lives, and accessed by
+    /// every process only through this library.
+    pub(crate) unsafe fn new(
+        slots: LockSlots,
+        key: &str,
+        fork_generation: u64,
+        buffers: Option<[*mut u8; 2]>,
+        data_len: usize,
+    ) -> Self {
         let held = Box::new(AtomicBool::new(false));
         // SAFETY: the holder word stays mapped until this value is dropped
         // (this fn's contract), and `held` lives on the heap as long as this
@@ -102,10 +119,27 @@ impl ShmMutex {
             seq: slots.seq,
             waiters: slots.waiters,
             poison_seen: slots.poison_seen,
+            txn_commits: slots.txn_commits,
             held,
             watch: Some(watch),
             fork_generation,
+            buffers,
+            data_len,
         }
+    }
+
+    /// Whether the segment is transactional.
+    #[inline(always)]
+    pub(crate) fn is_transactional(&self) -> bool {
+        self.buffers.is_some()
+    }
+
+    /// Transactional segments: the committed buffer as of the sequence word
+    /// `seq`, and the other one.
+    #[inline]
+    pub(crate) fn txn_buffers(&self, seq: u64) -> Option<(*mut u8, *mut u8)> {
+        let [a, b] = self.buffers?;
+        Some(if (seq >> 1) & 1 == 0 { (a, b) } else { (b, a) })
     }
 
     /// Whether this lock's handle was inherited across `fork` (made in
@@ -150,6 +184,13 @@ impl ShmMutex {
         unsafe { &*self.poison_seen }
     }
 
+    /// Transactional segments: the commits so far (their version).
+    #[inline(always)]
+    pub(crate) fn txn_commits(&self) -> &AtomicU64 {
+        // SAFETY: as in `holder`, for the `AtomicU64` at `txn_commits`.
+        unsafe { &*self.txn_commits }
+    }
+
     /// Sets the sticky poison flag and its copy for readers.
     #[cold]
     fn poison(&self) {
@@ -161,11 +202,24 @@ impl ShmMutex {
     /// died in the middle of a write (the sequence word is odd), publish the
     /// data as it stands, so that readers stop waiting for a commit that
     /// will never come and report the poison instead.
+    ///
+    /// A transactional segment is not poisoned: its committed buffer was
+    /// never written by the dead holder. If it died while publishing into
+    /// the other buffer (the word is odd), the word moves on to the next
+    /// value that names the same committed buffer (+3: bit 1, the buffer,
+    /// unchanged; even again), so that it never goes back — a reader's check
+    /// relies on that — and no commit is counted.
     #[cold]
     #[inline(never)]
     fn after_owner_died(&self) {
-        self.poison();
         let s = self.seq().load(Ordering::Relaxed);
+        if self.is_transactional() {
+            if s & 1 == 1 {
+                self.seq().store(s + 3, Ordering::Release);
+            }
+            return;
+        }
+        self.poison();
         if s & 1 == 1 {
             self.seq().store(s.wrapping_add(1), Ordering::Release);
         }
@@ -227,7 +281,11 @@ impl ShmMutex {
                 self.held.store(true, Ordering::Relaxed);
                 if a == Acquired::OwnerDied {
                     self.after_owner_died();
-                    Outcome::Poisoned
+                    if self.is_transactional() {
+                        Outcome::Locked
+                    } else {
+                        Outcome::Poisoned
+                    }
                 // The mutex orders this load after the previous holder's store.
                 } else if self.poisoned().load(Ordering::Relaxed) != 0 {
                     Outcome::Poisoned
@@ -301,6 +359,48 @@ impl ShmMutex {
         }
     }
 
+    /// Releases the lock of a transactional segment. With `publish` (the
+    /// guard's private copy and its length), this is a commit: the copy is
+    /// stored, with atomic stores, into the buffer that is not committed
+    /// (which no reader reads), then the sequence word advances by one
+    /// commit, which makes that buffer the committed one, and waiters are
+    /// woken. Without, nothing in the segment changes.
+    ///
+    /// The word is odd while the copy is stored: a process that dies there
+    /// leaves it odd, and the next locker sets it back (`after_owner_died`).
+    ///
+    /// # Safety
+    ///
+    /// - The calling thread must hold the lock;
+    /// - `publish`, if given, must point to `data_len()` readable bytes that
+    ///   do not overlap the segment.
+    #[inline]
+    pub(crate) unsafe fn unlock_txn(&self, publish: Option<*const u8>) {
+        if let Some(src) = publish {
+            let s = self.seq().load(Ordering::Relaxed);
+            let (_, target) = self.txn_buffers(s).expect("a transactional segment");
+            self.seq().store(s | 1, Ordering::Relaxed);
+            std::sync::atomic::fence(Ordering::Release);
+            // SAFETY: copy_atomic_store requires `data_len()` readable bytes
+            // at `src` (this fn's contract) and an 8-aligned destination of
+            // as many bytes in the segment: the uncommitted buffer (page
+            // aligned, `data_len()` bytes, mapped: `new`'s contract).
+            unsafe { crate::seq::copy_atomic_store(src, target, self.data_len) };
+            let commits = self.txn_commits().load(Ordering::Relaxed);
+            self.txn_commits().store(commits + 1, Ordering::Relaxed);
+            // Release: a reader that sees this value sees the buffer and the
+            // commit count written before it.
+            self.seq().store((s | 1) + 1, Ordering::Release);
+        }
+        self.holder().store(0, Ordering::Relaxed);
+        self.held.store(false, Ordering::Relaxed);
+        // SAFETY: this thread holds the mutex (this fn's contract).
+        unsafe { self.raw.unlock() };
+        if publish.is_some() {
+            self.wake_waiters();
+        }
+    }
+
     /// What the lock word says about the holder (for readers that find a
     /// write in progress).
     pub(crate) fn owner(&self) -> Owner {
@@ -318,7 +418,8 @@ impl ShmMutex {
     /// Whether the lock is poisoned: the sticky flag, or a holder that died
     /// and whose death no locker has seen yet.
     pub(crate) fn is_poisoned(&self) -> bool {
-        self.poisoned().load(Ordering::Relaxed) != 0 || self.raw.owner() == Owner::Died
+        self.poisoned().load(Ordering::Relaxed) != 0
+            || (!self.is_transactional() && self.raw.owner() == Owner::Died)
     }
 
     /// Clears the sticky poison flag, for every process.

@@ -177,7 +177,7 @@ fn map_validated(cx: Ctx<'_>, file: &ShmFile, layout: Validated, writable: bool)
         .ok_or_else(|| cx.map("the segment", OsError::errno(Call::Mmap, libc::ENOMEM)))?;
     let map = file.map(len).map_err(|e| cx.map("the segment", e))?;
     if !writable {
-        map.protect_read_only(len - layout.data_len, layout.data_len)
+        map.protect_read_only(len - layout.span(), layout.span())
             .map_err(|e| cx.map("the segment data", e))?;
     }
     Ok(map)

@@ -58,6 +58,7 @@ impl Segment {
             data_offset: sizes.data_offset as u64,
             data_len: sizes.data_len,
             elem_count,
+            stride: sizes.stride,
         };
         let attachment = Attachment { map, file };
         let seg = Segment::assemble(key, name, cleanup.stat, attachment, layout, true);
@@ -89,6 +90,7 @@ fn plan_sizes(cx: Ctx<'_>, expected: &Expected, elem_count: usize) -> Result<Siz
         expected.elem_align,
         elem_count,
         expected.page_size,
+        expected.transactional,
     )
     .map_err(|e| cx.error(ErrorKind::InvalidSize, format_args!(": {e}")))?;
     let total = sizes.total as u64;

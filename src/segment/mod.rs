@@ -175,6 +175,8 @@ pub(crate) struct Segment {
     data: *mut u8,
     data_len: usize,
     elem_count: usize,
+    /// Transactional segments: from the first data buffer to the second.
+    stride: usize,
     created: bool,
     fork_generation: u64,
     released: bool,
@@ -209,6 +211,7 @@ impl Segment {
             attachment: Some(attachment),
             data_len: layout.data_len,
             elem_count: layout.elem_count,
+            stride: layout.stride,
             created,
             fork_generation: sys::fork_generation(),
             released: false,
@@ -234,6 +237,13 @@ impl Segment {
 
     pub(crate) fn data_len(&self) -> usize {
         self.data_len
+    }
+
+    /// Transactional segments: the distance from the first data buffer to
+    /// the second (both `data_len()` bytes, inside the mapping); `None` for
+    /// a segment with one buffer.
+    pub(crate) fn stride(&self) -> Option<usize> {
+        (self.stride != 0).then_some(self.stride)
     }
 
     pub(crate) fn elem_count(&self) -> usize {
