@@ -8,13 +8,21 @@
 //! Benchmark ids are `<benchmark>/<subject>`; the subjects are `typed_shm`,
 //! `floor`, `shared_memory+raw_sync`, `std_mutex` and, for `big_copy_*`,
 //! `memcpy` (plain `memcpy` into a shared mapping of the same size, no lock),
-//! and for `lifecycle` and `attach_detach`, `floor_protocol` (the floor plus
-//! the system calls of the crash-safe lifetime protocol the design requires).
+//! for `lifecycle` and `attach_detach`, `floor_protocol` (the floor plus
+//! the system calls of the crash-safe lifetime protocol the design requires),
+//! and for `snapshot_64B*`, `lock_copy` (typed-shm's copy under the lock, the
+//! way to read without snapshots).
+//!
+//! Each benchmark's floor is written by hand in this directory: `floor.rs`
+//! (the lock), `protocol.rs` (the lock and the lifetime protocol),
+//! `seqlock.rs` (the snapshot) and `futex.rs` (the change notification).
 
 #[path = "shm/child.rs"]
 mod child;
 #[path = "shm/floor.rs"]
 mod floor;
+#[path = "shm/futex.rs"]
+mod futex;
 #[path = "shm/names.rs"]
 mod names;
 #[path = "shm/peer.rs"]
@@ -23,11 +31,14 @@ mod peer;
 mod pin;
 #[path = "shm/protocol.rs"]
 mod protocol;
+#[path = "shm/seqlock.rs"]
+mod seqlock;
 #[path = "shm/subject.rs"]
 mod subject;
 #[path = "shm/typed.rs"]
 mod typed;
 
+use std::hint::black_box;
 use std::time::Instant;
 
 use criterion::measurement::WallTime;
@@ -35,9 +46,11 @@ use criterion::{BenchmarkGroup, Criterion, SamplingMode, Throughput};
 
 use crate::child::{Role, Subject, Worker};
 use crate::floor::Locked;
+use crate::futex::FutexWord;
 use crate::peer::Peer;
 use crate::protocol::Protocol;
-use crate::subject::{Buffer, COUNTER, Cell, Lock, Memcpy, StdCell, TURNS};
+use crate::seqlock::SeqLocked;
+use crate::subject::{Buffer, COUNTER, Cell, Lock, Memcpy, Notify, STARTED, STOPPED, StdCell, TURNS};
 use crate::typed::{TypedBuf, TypedCell};
 
 type Group<'a> = BenchmarkGroup<'a, WallTime>;
@@ -48,6 +61,7 @@ const PEER: &str = "shared_memory+raw_sync";
 const STD: &str = "std_mutex";
 const MEMCPY: &str = "memcpy";
 const PROTOCOL: &str = "floor_protocol";
+const LOCK_COPY: &str = "lock_copy";
 
 fn main() {
     if child::run_if_child() {
@@ -56,9 +70,12 @@ fn main() {
     let mut c = Criterion::default().configure_from_args();
     lock_unlock(&mut c);
     small_write(&mut c);
+    snapshot_64b(&mut c);
+    snapshot_64b_with_writer(&mut c);
     big_copy(&mut c);
     contended(&mut c);
     pingpong(&mut c);
+    wait_pingpong(&mut c);
     lifecycle(&mut c);
     attach_detach(&mut c);
     c.final_summary();
@@ -121,6 +138,14 @@ fn small_write(c: &mut Criterion) {
         let v = std::hint::black_box(STRUCT);
         l.with(|d| *d = v);
     }
+    // typed-shm's subject pays the sequence word: its store goes through
+    // `DerefMut`, so it is a commit; a guard that is only dropped is not.
+    {
+        let cell = TypedCell::create(&names::name("sw-v"));
+        store(&cell);
+        cell.lock_unlock();
+        assert_eq!(cell.0.version(), 1, "small_write commits, lock_unlock does not");
+    }
     let mut g = c.benchmark_group("small_write");
     g.throughput(Throughput::Bytes(64));
     let m = StdCell::new([0; 8]);
@@ -132,6 +157,68 @@ fn small_write(c: &mut Criterion) {
             &mut |g| on_cell::<Peer>(g, PEER, "sw-p", store),
             &mut |g| {
                 g.bench_function(STD, |b| b.iter(|| store(&m)));
+            },
+        ],
+    );
+    g.finish();
+}
+
+/// A consistent 64-byte copy of a segment nobody writes: typed-shm's
+/// `snapshot()` against the hand-written seqlock read (`seqlock.rs`), and
+/// typed-shm's copy under the lock, which a snapshot must beat.
+fn snapshot_64b(c: &mut Criterion) {
+    let mut g = c.benchmark_group("snapshot_64B");
+    g.throughput(Throughput::Bytes(64));
+    in_order(
+        &mut g,
+        &mut [
+            &mut |g| {
+                on_cell::<TypedCell>(g, TYPED, "sn-t", |s| {
+                    black_box(s.snapshot());
+                })
+            },
+            &mut |g| {
+                on_cell::<SeqLocked>(g, FLOOR, "sn-f", |s| {
+                    black_box(s.snapshot());
+                })
+            },
+            &mut |g| {
+                on_cell::<TypedCell>(g, LOCK_COPY, "sn-l", |s| {
+                    black_box(s.lock_copy());
+                })
+            },
+        ],
+    );
+    g.finish();
+}
+
+/// The same copies while a second process, pinned to the other CPU, commits
+/// as fast as it can (lock, 4 words written, unlock; the floor's writer
+/// keeps the seqlock's sequence word as typed-shm's guard does). Every copy
+/// is checked for consistency. The copies retry while a write is in
+/// progress: typed-shm spins, then yields, then sleeps; the floor spins.
+fn snapshot_64b_with_writer(c: &mut Criterion) {
+    fn check<L: Lock>(l: &L, _: u64) {
+        let stopped = l.read(|d| d[STOPPED] == d[STARTED]);
+        assert!(stopped, "the writer stops when told to");
+    }
+    let mut g = c.benchmark_group("snapshot_64B_with_writer");
+    g.throughput(Throughput::Bytes(64));
+    let w = Role::Writer;
+    in_order(
+        &mut g,
+        &mut [
+            &mut |g| {
+                let side = |c: &TypedCell, n| subject::copies_then_stop(c, n, TypedCell::snapshot);
+                two_processes(g, TYPED, "snw-t", w, Subject::Typed, side, check);
+            },
+            &mut |g| {
+                let side = |c: &SeqLocked, n| subject::copies_then_stop(c, n, SeqLocked::snapshot);
+                two_processes(g, FLOOR, "snw-f", w, Subject::SeqFloor, side, check);
+            },
+            &mut |g| {
+                let side = |c: &TypedCell, n| subject::copies_then_stop(c, n, TypedCell::lock_copy);
+                two_processes(g, LOCK_COPY, "snw-l", w, Subject::Typed, side, check);
             },
         ],
     );
@@ -313,6 +400,37 @@ fn pingpong(c: &mut Criterion) {
                 two_processes::<Peer>(g, PEER, "pp-p", Role::Pingpong, s, side, check);
             },
             &mut |g| two_threads(g, side, |m, n| subject::pingpong(m, n, 1), check),
+        ],
+    );
+    g.finish();
+}
+
+/// Change notification between two processes pinned to two CPUs: each side
+/// blocks until the other commits, then commits. One iteration is a round
+/// trip: two commits and two wake-ups. typed-shm (`wait_for_change`, then
+/// `*guard += 1` under the lock) against a raw shared-futex ping-pong
+/// (`futex.rs`).
+fn wait_pingpong(c: &mut Criterion) {
+    fn side<N: Notify>(c: &N, n: u64) {
+        // Both sides run and nobody has committed since the second side's
+        // start signal: this is the version it starts from too.
+        let base = c.version();
+        subject::wait_pingpong(c, n, base, 0);
+    }
+    fn check<N: Notify>(_: &N, _: u64) {
+        // `wait_pingpong` itself checks that each commit was the other
+        // side's, and that 2n were made.
+    }
+    let mut g = c.benchmark_group("wait_pingpong");
+    let w = Role::WaitPingpong;
+    in_order(
+        &mut g,
+        &mut [
+            &mut |g| two_processes::<TypedCell>(g, TYPED, "wp-t", w, Subject::Typed, side, check),
+            &mut |g| {
+                let s = Subject::FutexFloor;
+                two_processes::<FutexWord>(g, FLOOR, "wp-f", w, s, side, check);
+            },
         ],
     );
     g.finish();

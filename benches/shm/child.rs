@@ -16,9 +16,11 @@ use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
 use crate::floor::Locked;
+use crate::futex::FutexWord;
 use crate::peer::Peer;
 use crate::pin;
-use crate::subject::{self, Cell};
+use crate::seqlock::SeqLocked;
+use crate::subject::{self, Cell, Notify};
 use crate::typed::TypedCell;
 
 /// The environment variable that makes the bench binary a child.
@@ -36,6 +38,11 @@ pub enum Role {
     Contended,
     /// `n` turns of side 1 of the ping-pong.
     Pingpong,
+    /// Commits until told to stop (`n` is not used).
+    Writer,
+    /// `n` turns of side 1 of `wait_pingpong` (a subject with a change
+    /// count: typed-shm or the futex floor).
+    WaitPingpong,
 }
 
 /// The subject the child attaches with.
@@ -47,6 +54,10 @@ pub enum Subject {
     Floor,
     /// shared_memory + raw_sync.
     Peer,
+    /// The libc floor with a sequence word (the seqlock floor).
+    SeqFloor,
+    /// The libc floor with a futex word (the futex ping-pong floor).
+    FutexFloor,
 }
 
 impl Role {
@@ -54,6 +65,8 @@ impl Role {
         match self {
             Role::Contended => "contended",
             Role::Pingpong => "pingpong",
+            Role::Writer => "writer",
+            Role::WaitPingpong => "wait_pingpong",
         }
     }
 }
@@ -64,6 +77,8 @@ impl Subject {
             Subject::Typed => "typed",
             Subject::Floor => "floor",
             Subject::Peer => "peer",
+            Subject::SeqFloor => "seqfloor",
+            Subject::FutexFloor => "futexfloor",
         }
     }
 }
@@ -187,21 +202,47 @@ pub fn run_if_child() -> bool {
     let role = match role {
         "contended" => Role::Contended,
         "pingpong" => Role::Pingpong,
+        "writer" => Role::Writer,
+        "wait_pingpong" => Role::WaitPingpong,
         _ => panic!("bad role {role:?}"),
     };
-    match subject {
-        "typed" => serve(role, TypedCell::attach(name)),
-        "floor" => serve(role, Locked::attach(name)),
-        "peer" => serve(role, Peer::attach(name)),
-        _ => panic!("bad subject {subject:?}"),
+    match (subject, role) {
+        ("typed", Role::WaitPingpong) => serve(TypedCell::attach(name), wait_side),
+        ("typed", _) => serve(TypedCell::attach(name), |c, n| lock_side(role, c, n)),
+        ("floor", _) => serve(Locked::attach(name), |c, n| lock_side(role, c, n)),
+        ("peer", _) => serve(Peer::attach(name), |c, n| lock_side(role, c, n)),
+        ("seqfloor", _) => serve(SeqLocked::attach(name), |c, n| lock_side(role, c, n)),
+        ("futexfloor", Role::WaitPingpong) => serve(FutexWord::attach(name), wait_side),
+        _ => panic!("no {role:?} role for subject {subject:?}"),
     }
     true
+}
+
+/// One run of a role that uses the lock only: the start signal, then the
+/// work.
+fn lock_side<C: Cell>(role: Role, cell: &C, n: u64) {
+    subject::signal_start(cell);
+    match role {
+        Role::Contended => subject::increment(cell, n),
+        Role::Pingpong => subject::pingpong(cell, n, 1),
+        Role::Writer => subject::write_until_stopped(cell),
+        Role::WaitPingpong => panic!("wait_pingpong needs a subject with a change count"),
+    }
+}
+
+/// One run of side 1 of `wait_pingpong`: the start signal, which tells the
+/// version both sides start from, then the turns.
+fn wait_side<N: Notify>(cell: &N, n: u64) {
+    let base = cell.signal_start();
+    subject::wait_pingpong(cell, n, base, 1);
 }
 
 /// Seconds since `START` at the last sign of life of the parent.
 static LAST_SEEN: AtomicU64 = AtomicU64::new(0);
 
-fn serve<C: Cell>(role: Role, cell: C) {
+/// Attached to `cell`: says `ready`, then for every number `n` on stdin
+/// calls `run(&cell, n)` and says `done`.
+fn serve<C: Cell>(cell: C, run: impl Fn(&C, u64)) {
     let start = Instant::now();
     std::thread::spawn(move || {
         loop {
@@ -219,11 +260,7 @@ fn serve<C: Cell>(role: Role, cell: C) {
         let line = line.expect("read stdin");
         let n: u64 = line.trim().parse().expect("a number of iterations");
         LAST_SEEN.store(start.elapsed().as_secs(), Ordering::Relaxed);
-        subject::signal_start(&cell);
-        match role {
-            Role::Contended => subject::increment(&cell, n),
-            Role::Pingpong => subject::pingpong(&cell, n, 1),
-        }
+        run(&cell, n);
         LAST_SEEN.store(start.elapsed().as_secs(), Ordering::Relaxed);
         writeln!(out, "done").and_then(|()| out.flush()).expect("stdout");
     }

@@ -276,7 +276,7 @@ pub struct Locked {
     data: *mut u8,
     data_len: usize,
     // Kept alive for the mutex and data pointers; unmapped on drop.
-    _seg: Segment,
+    seg: Segment,
 }
 
 // SAFETY: the mutex pointer points into `seg`, which is `Send`; the mutex is
@@ -298,7 +298,7 @@ impl Locked {
             mutex,
             data: seg.as_ptr().wrapping_add(HEADER),
             data_len,
-            _seg: seg,
+            seg,
         }
     }
 
@@ -314,7 +314,7 @@ impl Locked {
             mutex,
             data: seg.as_ptr().wrapping_add(HEADER),
             data_len,
-            _seg: seg,
+            seg,
         }
     }
 
@@ -351,6 +351,18 @@ impl Locked {
     pub fn lock_unlock(&self) {
         self.mutex.lock();
         self.mutex.unlock();
+    }
+
+    /// The first byte of the header page (the mutex lives at its start; the
+    /// rest of the page is zeroed and free for the floors that add a word of
+    /// their own to it).
+    pub fn header(&self) -> *mut u8 {
+        self.seg.as_ptr()
+    }
+
+    /// The first data byte (page aligned).
+    pub fn data(&self) -> *mut u8 {
+        self.data
     }
 }
 

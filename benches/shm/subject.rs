@@ -12,8 +12,33 @@ use crate::typed::{TypedBuf, TypedCell};
 pub trait Lock {
     /// Runs `f` with the lock held.
     fn with<R>(&self, f: impl FnOnce(&mut [u64; 8]) -> R) -> R;
+    /// Runs `f` with the lock held, for reading only: on subjects with a
+    /// sequence word this is not a commit.
+    #[inline]
+    fn read<R>(&self, f: impl FnOnce(&[u64; 8]) -> R) -> R {
+        self.with(|d| f(d))
+    }
     /// Locks and unlocks, nothing else.
     fn lock_unlock(&self);
+}
+
+/// A change count that one side bumps and the other blocks on.
+pub trait Notify: Cell {
+    /// The number of commits so far (the floor's count wraps after 2^32,
+    /// which no run reaches).
+    fn version(&self) -> u64;
+    /// Commits one change, waking whoever waits for it.
+    fn commit(&self);
+    /// Blocks until the version differs from `since`; returns it.
+    ///
+    /// # Panics
+    ///
+    /// If nothing changes within [`HUNG`] (the other side died).
+    fn wait_for_change(&self, since: u64) -> u64;
+    /// The second side's start signal (as [`signal_start`]); returns the
+    /// version after it, read under the lock, before the first side can
+    /// commit.
+    fn signal_start(&self) -> u64;
 }
 
 /// A lock-protected `[u64; 8]` that processes share by name.
@@ -38,6 +63,10 @@ impl Lock for TypedCell {
         TypedCell::with(self, f)
     }
     #[inline]
+    fn read<R>(&self, f: impl FnOnce(&[u64; 8]) -> R) -> R {
+        TypedCell::read(self, f)
+    }
+    #[inline]
     fn lock_unlock(&self) {
         TypedCell::lock_unlock(self)
     }
@@ -49,6 +78,32 @@ impl Cell for TypedCell {
     }
     fn attach(name: &str) -> Self {
         TypedCell::attach(name)
+    }
+}
+
+impl Notify for TypedCell {
+    #[inline]
+    fn version(&self) -> u64 {
+        self.0.version()
+    }
+
+    /// `*guard += 1` under the lock: a commit, which wakes the waiters.
+    #[inline]
+    fn commit(&self) {
+        self.with(|d| d[COUNTER] += 1);
+    }
+
+    /// `wait_for_change_timeout(since, HUNG)`: the blocking wait, with the
+    /// deadline every wait of the suite has (two clock reads per call).
+    #[inline]
+    fn wait_for_change(&self, since: u64) -> u64 {
+        self.0
+            .wait_for_change_timeout(since, HUNG)
+            .unwrap_or_else(|e| panic!("the other side did not commit: {e}"))
+    }
+
+    fn signal_start(&self) -> u64 {
+        TypedCell::signal_start(self)
     }
 }
 
@@ -160,9 +215,15 @@ pub const TURN: usize = 1;
 pub const TURNS: usize = 2;
 /// Index of the number of runs the second side has started.
 pub const STARTED: usize = 3;
+/// Index of the number of runs the first side has stopped (the writer of
+/// `snapshot_64B_with_writer` stops when it equals [`STARTED`]).
+pub const STOPPED: usize = 4;
+/// Indexes the writer of `snapshot_64B_with_writer` sets to [`COUNTER`]'s
+/// value in every commit: a snapshot that mixed two commits would show it.
+pub const COPIES: [usize; 3] = [5, 6, 7];
 
 /// How long a side may wait for the other before the run is declared hung.
-const HUNG: Duration = Duration::from_secs(30);
+pub const HUNG: Duration = Duration::from_secs(30);
 
 /// The second side's start signal: it counts its runs in [`STARTED`], so
 /// the first side can start its clock when both sides run, not when the
@@ -171,9 +232,11 @@ pub fn signal_start<L: Lock>(l: &L) {
     l.with(|d| d[STARTED] += 1);
 }
 
-/// The first side waits for the second side's `run`th start signal.
+/// The first side waits for the second side's `run`th start signal. It
+/// only reads (no commit), so the version the second side saw under the
+/// lock when it signalled is still the version when this returns.
 pub fn await_start<L: Lock>(l: &L, run: u64) {
-    wait_for(l, |d| d[STARTED] >= run, |_| ());
+    poll(|| l.read(|d| d[STARTED] >= run));
 }
 
 /// `n` increments of the shared counter, each under the lock.
@@ -230,15 +293,28 @@ pub fn pingpong<L: Lock>(l: &L, n: u64, me: u64) {
 /// If `ready` does not hold within 30 s (the other side died).
 #[inline]
 fn wait_for<L: Lock>(l: &L, ready: impl Fn(&[u64; 8]) -> bool, then: impl Fn(&mut [u64; 8])) {
+    poll(|| {
+        l.with(|d| {
+            let go = ready(d);
+            if go {
+                then(d);
+            }
+            go
+        })
+    });
+}
+
+/// Calls `done` until it returns `true`, spinning, then yielding, as
+/// [`wait_for`] describes.
+///
+/// # Panics
+///
+/// If that takes 30 s.
+#[inline]
+fn poll(mut done: impl FnMut() -> bool) {
     let mut tries = 0u32;
     let mut since: Option<Instant> = None;
-    while !l.with(|d| {
-        let go = ready(d);
-        if go {
-            then(d);
-        }
-        go
-    }) {
+    while !done() {
         tries += 1;
         if tries < 4096 {
             std::hint::spin_loop();
@@ -250,4 +326,60 @@ fn wait_for<L: Lock>(l: &L, ready: impl Fn(&[u64; 8]) -> bool, then: impl Fn(&mu
             }
         }
     }
+}
+
+/// The second side of `snapshot_64B_with_writer`: commits continuously
+/// (each commit stores one more in [`COUNTER`] and its [`COPIES`]) until the
+/// first side has stopped as many runs as this side started.
+#[inline(never)]
+pub fn write_until_stopped<L: Lock>(l: &L) {
+    while l.with(|d| {
+        if d[STOPPED] >= d[STARTED] {
+            return false;
+        }
+        let k = d[COUNTER] + 1;
+        d[COUNTER] = k;
+        for i in COPIES {
+            d[i] = k;
+        }
+        true
+    }) {}
+}
+
+/// The first side of `snapshot_64B_with_writer`: `n` copies, each checked
+/// for consistency (a mix of two commits would break the equality of
+/// [`COUNTER`] and its copies), then the stop signal.
+#[inline(never)]
+pub fn copies_then_stop<L: Lock>(l: &L, n: u64, copy: impl Fn(&L) -> [u64; 8]) {
+    for _ in 0..n {
+        let d = std::hint::black_box(copy(l));
+        assert!(COPIES.iter().all(|&i| d[i] == d[COUNTER]), "a torn copy: {d:?}");
+    }
+    l.with(|d| d[STOPPED] += 1);
+}
+
+/// `n` round trips of `wait_pingpong`, side `me` (0 or 1), from version
+/// `base` (the version when both sides run, which no one else changes): side
+/// 0 commits and waits for side 1's commit; side 1 waits for side 0's and
+/// commits. A round trip is two commits and two wake-ups.
+///
+/// # Panics
+///
+/// If a change other than the other side's one commit comes, or none within
+/// 30 s.
+#[inline(never)]
+pub fn wait_pingpong<N: Notify>(c: &N, n: u64, base: u64, me: u64) {
+    let mut v = base;
+    for _ in 0..n {
+        if me == 0 {
+            c.commit();
+            v = c.wait_for_change(v + 1);
+        } else {
+            let ping = c.wait_for_change(v);
+            assert_eq!(ping, v + 1, "a change that is not the other side's commit");
+            c.commit();
+            v = ping + 1;
+        }
+    }
+    assert_eq!(v, base + 2 * n, "lost or extra commits");
 }

@@ -16,7 +16,10 @@ impl TypedCell {
         TypedCell(SharedMemory::<[u64; 8]>::attach(name).expect("typed_shm attach"))
     }
 
-    /// Runs `f` on the data through a guard.
+    /// Runs `f` on the data through a guard, mutably: the `&mut` goes
+    /// through `DerefMut`, so the guard's drop is a commit (the sequence
+    /// word made odd, then even, and the waiters woken if there are any),
+    /// whether or not `f` writes.
     #[inline]
     pub fn with<R>(&self, f: impl FnOnce(&mut [u64; 8]) -> R) -> R {
         let mut guard = self
@@ -26,7 +29,18 @@ impl TypedCell {
         f(&mut guard)
     }
 
-    /// Takes a guard and drops it.
+    /// Runs `f` on the data through a guard, through `Deref` only: no
+    /// commit.
+    #[inline]
+    pub fn read<R>(&self, f: impl FnOnce(&[u64; 8]) -> R) -> R {
+        let guard = self
+            .0
+            .lock()
+            .unwrap_or_else(|_| panic!("typed_shm lock poisoned"));
+        f(&guard)
+    }
+
+    /// Takes a guard and drops it: no `DerefMut`, so no commit.
     #[inline]
     pub fn lock_unlock(&self) {
         let guard = self
@@ -34,6 +48,40 @@ impl TypedCell {
             .lock()
             .unwrap_or_else(|_| panic!("typed_shm lock poisoned"));
         drop(guard);
+    }
+
+    /// `shm.snapshot()`: a consistent copy without the lock.
+    #[inline]
+    pub fn snapshot(&self) -> [u64; 8] {
+        self.0
+            .snapshot()
+            .unwrap_or_else(|_| panic!("typed_shm segment poisoned"))
+    }
+
+    /// `*shm.lock().unwrap()`: a copy under the lock (no commit).
+    #[inline]
+    pub fn lock_copy(&self) -> [u64; 8] {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(|_| panic!("typed_shm lock poisoned"))
+    }
+
+    /// The second side's start signal of `wait_pingpong`: one more start in
+    /// the data (a commit); returns the version after that commit, learnt
+    /// under the lock, before the first side, which commits only once it has
+    /// seen the signal, can have committed.
+    pub fn signal_start(&self) -> u64 {
+        let mut guard = self
+            .0
+            .lock()
+            .unwrap_or_else(|_| panic!("typed_shm lock poisoned"));
+        // Nobody commits while this thread holds the lock; this guard's
+        // commit is the next one.
+        let before = self.0.version();
+        guard[crate::subject::STARTED] += 1;
+        drop(guard);
+        before + 1
     }
 }
 
