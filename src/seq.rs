@@ -71,8 +71,33 @@ pub(crate) enum Read {
 ///   access only through this library (atomically, or through `&mut` under
 ///   the lock: see the module docs);
 /// - `dst` must be valid for writes of `len` bytes and not overlap `src`.
+#[inline(always)]
 unsafe fn copy_atomic(src: *const u8, dst: *mut u8, len: usize) {
     let mut i = 0;
+    // Pairs of words are stored as one 16-byte store: a caller that moves the
+    // copy on with 16-byte loads (as compilers do for larger values) then
+    // reads it back from one store, which the processor can forward, instead
+    // of stalling on a load that spans two 8-byte stores.
+    #[cfg(target_arch = "x86_64")]
+    while i + 16 <= len {
+        use std::arch::x86_64::{_mm_set_epi64x, _mm_storeu_si128};
+        // SAFETY: AtomicU64::from_ptr requires an 8-aligned pointer, valid
+        // for the access, used only atomically meanwhile: `src` is 8-aligned
+        // and `i` a multiple of 8 with `i + 16 <= len`, inside the mapping
+        // (this fn's contract; on the atomic-only use, see the module docs).
+        let lo =
+            unsafe { AtomicU64::from_ptr(src.wrapping_add(i).cast_mut().cast()) }.load(Ordering::Relaxed);
+        // SAFETY: as above, for the next word (`i + 8 + 8 <= len`).
+        let hi =
+            unsafe { AtomicU64::from_ptr(src.wrapping_add(i + 8).cast_mut().cast()) }.load(Ordering::Relaxed);
+        // SAFETY: _mm_set_epi64x needs SSE2, part of every x86_64 target.
+        let pair = unsafe { _mm_set_epi64x(hi as i64, lo as i64) };
+        // SAFETY: _mm_storeu_si128 (SSE2, as above) requires `dst + i .. + 16`
+        // valid for writes, with no alignment: within the `len` writable
+        // bytes of `dst` (this fn's contract).
+        unsafe { _mm_storeu_si128(dst.wrapping_add(i).cast(), pair) };
+        i += 16;
+    }
     while i + 8 <= len {
         // SAFETY: AtomicU64::from_ptr requires an 8-aligned pointer, valid
         // for the access, used only atomically meanwhile: `src` is 8-aligned
@@ -192,6 +217,7 @@ impl ShmMutex {
     /// As for [`copy_atomic`]: `src` is this segment's data (8-aligned,
     /// `len` bytes, mapped while `self` lives), `dst` valid for writes of
     /// `len` bytes.
+    #[inline]
     pub(crate) unsafe fn read(
         &self,
         src: *const u8,
@@ -199,6 +225,33 @@ impl ShmMutex {
         len: usize,
         deadline: Option<Instant>,
     ) -> Read {
+        if !self.is_transactional() {
+            // The common case, inlined: no write in progress, nothing changed.
+            let before = self.seq().load(Ordering::Acquire);
+            if before & 1 == 0 {
+                // SAFETY: forwarded from this fn's contract.
+                unsafe { copy_atomic(src, dst, len) };
+                fence(Ordering::Acquire);
+                if self.seq().load(Ordering::Relaxed) == before
+                    && self.poison_seen().load(Ordering::Relaxed) == 0
+                {
+                    return Read::Clean;
+                }
+            }
+        }
+        // SAFETY: forwarded from this fn's contract.
+        unsafe { self.read_slow(src, dst, len, deadline) }
+    }
+
+    /// [`read`](Self::read) after its first attempt: retries, waits for a
+    /// writer, reports poison; and transactional segments.
+    ///
+    /// # Safety
+    ///
+    /// As for [`read`](Self::read).
+    #[cold]
+    #[inline(never)]
+    unsafe fn read_slow(&self, src: *const u8, dst: *mut u8, len: usize, deadline: Option<Instant>) -> Read {
         if self.is_transactional() {
             // SAFETY: forwarded from this fn's contract (`len` is the
             // segment's data length; the buffers are the segment's).

@@ -38,6 +38,7 @@ impl<T: ShmSafe, A: Access> SharedMemory<T, A> {
     /// assert_eq!(reader.snapshot().unwrap(), [10, 2, 3, 4]);
     /// # Ok::<(), typed_shm::Error>(())
     /// ```
+    #[inline]
     pub fn snapshot(&self) -> LockResult<T> {
         let (read, value) = self.read_value(None);
         match read {
@@ -75,6 +76,7 @@ impl<T: ShmSafe, A: Access> SharedMemory<T, A> {
         }
     }
 
+    #[inline]
     fn read_value(&self, deadline: Option<Instant>) -> (Read, T) {
         let mut out = MaybeUninit::<T>::uninit();
         // SAFETY: ShmMutex::read requires the segment's data (8-aligned: it
