@@ -182,8 +182,26 @@
 //! data, reads aligned words only (no load is torn below a word), and uses
 //! nothing it read unless the sequence check passes; a reader in *another*
 //! process is outside the model altogether (each compiler sees one side).
-//! Transactional segments will remove the race: their writers work on a
-//! private copy and publish it with atomic stores.
+//! [Transactional segments](#transactional-segments) remove the race: their
+//! writers work on a private copy and publish it with atomic stores.
+//!
+//! # Transactional segments
+//!
+//! Created with [`Options::transactional`]`(true)`, a segment keeps two
+//! copies of the data and an index of the committed one. A write guard reads
+//! the committed copy until its first `DerefMut`, then works on a copy in
+//! process-private memory; dropping it normally publishes that copy, with
+//! atomic stores, into the other buffer, then flips the index (a commit:
+//! the version advances, waiters wake). A panic while it is held,
+//! [`Guard::rollback`], or the death of its process at any instant — also in
+//! the middle of publishing — discards the changes: the next
+//! [`lock`](SharedMemory::lock) in any process is `Ok`, with the last
+//! committed value, and nothing is poisoned. [`snapshot`](SharedMemory::snapshot)
+//! copies the committed buffer and retries only if two commits overtook it
+//! during the copy: it never waits for a writer, even one stopped while
+//! holding the lock. No byte of the segment is written non-atomically while
+//! another process may read it. The price: twice the memory, and one more
+//! copy of the data per commit.
 //!
 //! # Coming from Qt
 //!
