@@ -1009,6 +1009,21 @@ impl<T: ShmSafe> Options<T> {
                         break;
                     }
                 }
+                Ok(shm) if shm.is_transactional() != self.transactional => {
+                    let (is, asked) = if self.transactional {
+                        ("is not", "")
+                    } else {
+                        ("is", " not")
+                    };
+                    return Err(Error::new(
+                        crate::ErrorKind::LayoutMismatch,
+                        format!(
+                            "segment {key:?} exists and {is} transactional; this program asked for a \
+                             segment that is{asked}: every program must use the same \
+                             Options::transactional"
+                        ),
+                    ));
+                }
                 other => return other,
             }
         }

@@ -308,8 +308,36 @@ fn transactional_slices_commit_whole_and_attachers_learn_the_mode() {
         assert_eq!(ro.snapshot().unwrap()[9_999], 1, "before the commit");
     }
     assert!(ro.snapshot().unwrap().iter().all(|&w| w == 2));
+
     assert!(shm.lock().unwrap().iter().all(|&w| w == 2));
     assert_eq!(ro.version(), 1);
     drop((shm, peer, ro));
+    keys.finish();
+}
+
+/// `open_or_create` of an existing segment in the other mode (transactional
+/// or not) is `LayoutMismatch`, and the segment is untouched; in the same
+/// mode it attaches.
+#[test]
+fn open_or_create_in_the_other_mode_is_a_layout_mismatch() {
+    let key = unique_key("txn-mode");
+    let keys = Keys::new(&[&key]);
+    let shm = SharedMemory::<[u64; 2]>::options()
+        .transactional(true)
+        .create(&key, [4, 4])
+        .unwrap();
+    let err = SharedMemory::<[u64; 2]>::open_or_create(&key, || [0, 0])
+        .map(|_| ())
+        .unwrap_err();
+    assert_eq!(err.kind(), typed_shm::ErrorKind::LayoutMismatch, "{err}");
+    assert!(err.to_string().contains("is transactional"), "{err}");
+    let same = SharedMemory::<[u64; 2]>::options()
+        .transactional(true)
+        .open_or_create(&key, || [0, 0])
+        .unwrap();
+    assert!(!same.created() && same.is_transactional());
+    assert_eq!(shm.snapshot().unwrap(), [4, 4]);
+    assert_eq!(shm.attach_count(), 2);
+    drop((shm, same));
     keys.finish();
 }
