@@ -10,8 +10,12 @@
 //! `memcpy` (plain `memcpy` into a shared mapping of the same size, no lock),
 //! for `lifecycle` and `attach_detach`, `floor_protocol` (the floor plus
 //! the system calls of the crash-safe lifetime protocol the design requires),
-//! and for `snapshot_64B*`, `lock_copy` (typed-shm's copy under the lock, the
-//! way to read without snapshots).
+//! for `snapshot_64B*`, `lock_copy` (typed-shm's copy under the lock, the
+//! way to read without snapshots), for `txn_commit_*`, `typed_shm_plain`
+//! (the same write in a segment that is not transactional, for context), and
+//! for `txn_snapshot_64B_writer_held`, `no_writer` (the same snapshot while
+//! nobody holds the lock), the baseline of that benchmark. In the `txn_*`
+//! groups, `typed_shm` is a transactional segment.
 //!
 //! Each benchmark's floor is written by hand in this directory: `floor.rs`
 //! (the lock), `protocol.rs` (the lock and the lifetime protocol),
@@ -51,7 +55,7 @@ use crate::peer::Peer;
 use crate::protocol::Protocol;
 use crate::seqlock::SeqLocked;
 use crate::subject::{Buffer, COUNTER, Cell, Lock, Memcpy, Notify, STARTED, STOPPED, StdCell, TURNS};
-use crate::typed::{TypedBuf, TypedCell};
+use crate::typed::{TxnBuf, TxnCell, TypedBuf, TypedCell};
 
 type Group<'a> = BenchmarkGroup<'a, WallTime>;
 
@@ -62,6 +66,8 @@ const STD: &str = "std_mutex";
 const MEMCPY: &str = "memcpy";
 const PROTOCOL: &str = "floor_protocol";
 const LOCK_COPY: &str = "lock_copy";
+const PLAIN: &str = "typed_shm_plain";
+const NO_WRITER: &str = "no_writer";
 
 fn main() {
     if child::run_if_child() {
@@ -73,6 +79,9 @@ fn main() {
     snapshot_64b(&mut c);
     snapshot_64b_with_writer(&mut c);
     big_copy(&mut c);
+    txn_commit_64b(&mut c);
+    txn_commit_1mib(&mut c);
+    txn_snapshot_64b_writer_held(&mut c);
     contended(&mut c);
     pingpong(&mut c);
     wait_pingpong(&mut c);
@@ -127,17 +136,21 @@ fn lock_unlock(c: &mut Criterion) {
     g.finish();
 }
 
-/// The 64-byte struct `small_write` stores.
+/// The 64-byte struct `small_write` and `txn_commit_64B` store.
 const STRUCT: [u64; 8] = [1, 2, 3, 4, 5, 6, 7, 8];
 
+/// Locks, stores [`STRUCT`] (a local value: `black_box` keeps it from being
+/// folded into constant stores) into the data, all 8 words, unlocks.
+///
+/// The same inlining for every subject: left to itself the compiler inlines
+/// some subjects' `store` into the timing loop and calls others.
+#[inline(always)]
+fn store(l: &impl Lock) {
+    let v = std::hint::black_box(STRUCT);
+    l.with(|d| *d = v);
+}
+
 fn small_write(c: &mut Criterion) {
-    // The same inlining for every subject: left to itself the compiler
-    // inlines some subjects' `store` into the timing loop and calls others.
-    #[inline(always)]
-    fn store(l: &impl Lock) {
-        let v = std::hint::black_box(STRUCT);
-        l.with(|d| *d = v);
-    }
     // typed-shm's subject pays the sequence word: its store goes through
     // `DerefMut`, so it is a commit; a guard that is only dropped is not.
     {
@@ -257,6 +270,151 @@ fn big_copy(c: &mut Criterion) {
             ],
         );
         g.finish();
+    }
+}
+
+/// A commit of 64 bytes in a transactional segment: lock, all 8 words
+/// stored through `DerefMut` (the first `DerefMut` copies the committed
+/// data into the handle's private buffer; the store goes there), drop (the
+/// private copy published into the other buffer of the segment with atomic
+/// stores, the commit count and sequence word advanced, unlock).
+///
+/// The floor (`Locked::with_cell`, floor.rs): the robust, process-shared
+/// pthread mutex, a copy of the local 64-byte value into the shared page,
+/// unlock. That is all that a 64-byte write visible to other processes under
+/// a crash-safe lock needs, and what the non-transactional `small_write`
+/// does; the transaction's private copy and publish come on top of it.
+/// `typed_shm_plain` is the same store in a segment that is not
+/// transactional (`small_write`'s subject), for context.
+fn txn_commit_64b(c: &mut Criterion) {
+    // typed-shm's subject commits (the store goes through `DerefMut`), and
+    // the commit is what a snapshot then sees.
+    {
+        let cell = TxnCell::create(&names::name("tc-v"));
+        store(&cell);
+        cell.lock_unlock();
+        assert_eq!(
+            cell.0.0.version(),
+            1,
+            "a transactional store commits, lock_unlock does not"
+        );
+        assert_eq!(cell.0.snapshot(), STRUCT, "the commit is published");
+    }
+    let mut g = c.benchmark_group("txn_commit_64B");
+    g.throughput(Throughput::Bytes(64));
+    in_order(
+        &mut g,
+        &mut [
+            &mut |g| on_cell::<TxnCell>(g, TYPED, "tc-t", store),
+            &mut |g| on_cell::<Locked>(g, FLOOR, "tc-f", store),
+            &mut |g| on_cell::<TypedCell>(g, PLAIN, "tc-p", store),
+        ],
+    );
+    g.finish();
+}
+
+/// A commit of 1 MiB in a transactional `SharedMemory<[u8]>`: lock,
+/// `copy_from_slice` of a 1 MiB source through the guard, drop. The commit
+/// moves the data three times: committed buffer → private buffer (the first
+/// `DerefMut`), source → private buffer (the caller's copy), private buffer
+/// → the segment's other buffer (the publish, with 8-byte atomic stores).
+///
+/// The floor is plain `memcpy` of the source into a shared mapping of the
+/// same size, no lock (`Memcpy`, as in `big_copy`): any write of 1 MiB that
+/// other processes can see moves the bytes into shared memory at least once,
+/// and nothing moves them faster. Also measured: the libc floor with its lock
+/// (`floor`: lock, memcpy, unlock) and the same copy in a segment that is not
+/// transactional (`typed_shm_plain`).
+fn txn_commit_1mib(c: &mut Criterion) {
+    let len = 1 << 20;
+    let src: Vec<u8> = (0..len).map(|i: usize| (i % 251) as u8).collect();
+    {
+        let buf = TxnBuf::create(&names::name("tm-v"), len);
+        buf.copy_in(&src);
+        assert_eq!(buf.0.0.version(), 1, "one commit");
+        assert!(
+            buf.0.0.snapshot().expect("not poisoned") == src,
+            "the commit is published"
+        );
+    }
+    let mut g = c.benchmark_group("txn_commit_1MiB");
+    g.throughput(Throughput::Bytes(len as u64));
+    in_order(
+        &mut g,
+        &mut [
+            &mut |g| on_buffer::<TxnBuf>(g, TYPED, "tm-t", &src),
+            &mut |g| on_buffer::<Memcpy>(g, MEMCPY, "tm-m", &src),
+            &mut |g| on_buffer::<Locked>(g, FLOOR, "tm-f", &src),
+            &mut |g| on_buffer::<TypedBuf>(g, PLAIN, "tm-p", &src),
+        ],
+    );
+    g.finish();
+}
+
+/// `snapshot()` of a transactional `[u64; 8]` while a second process holds
+/// its write guard, written (its private copy) and not dropped, for the whole
+/// measurement: a transactional snapshot copies the committed buffer and
+/// never waits for a writer, so the held lock should cost it nothing.
+///
+/// The baseline (`no_writer`) is the same `snapshot()` of the same kind of
+/// segment, the same checks, the same CPU, with nobody holding the lock:
+/// what the snapshot costs when there is no writer to wait for, so the ratio
+/// is exactly what a held writer adds. Every copy is checked to be the
+/// committed data, never the holder's.
+fn txn_snapshot_64b_writer_held(c: &mut Criterion) {
+    let mut g = c.benchmark_group("txn_snapshot_64B_writer_held");
+    g.throughput(Throughput::Bytes(64));
+    in_order(
+        &mut g,
+        &mut [
+            &mut |g| {
+                held_writer(g, TYPED, "th-t", true);
+            },
+            &mut |g| {
+                held_writer(g, NO_WRITER, "th-n", false);
+            },
+        ],
+    );
+    g.finish();
+}
+
+/// One subject of `txn_snapshot_64B_writer_held`: a transactional cell
+/// holding [`STRUCT`] (one commit), this thread pinned to the first CPU and,
+/// if `hold`, a child on the second that holds a written guard during every
+/// timed run (checked: `try_lock` finds the lock taken).
+fn held_writer(g: &mut Group, id: &str, code: &str, hold: bool) {
+    let name = names::name(code);
+    // The worker first, so it is dropped (detached) before the cell; the pin
+    // last, so this thread runs anywhere again afterwards.
+    let mut state: Option<(Option<Worker>, TxnCell, Option<pin::Pinned>)> = None;
+    g.bench_function(id, |b| {
+        let (worker, cell, _) = state.get_or_insert_with(|| {
+            let cell = TxnCell::create(&name);
+            store(&cell);
+            let cpus = pin::two_cpus();
+            let worker = hold.then(|| Worker::spawn(Role::Hold, Subject::Txn, &name, cpus.map(|c| c.1)));
+            (worker, cell, cpus.map(|c| pin::pin(c.0)))
+        });
+        b.iter_custom(|n| {
+            if let Some(w) = worker.as_mut() {
+                w.start(n);
+                w.await_held();
+                let taken = matches!(cell.0.0.try_lock(), Err(typed_shm::TryLockError::WouldBlock));
+                assert!(taken, "the child holds the lock");
+            }
+            let t = Instant::now();
+            subject::txn_snapshots(cell, n, STRUCT[0]);
+            let elapsed = t.elapsed();
+            if let Some(w) = worker.as_mut() {
+                w.release();
+                w.finish();
+            }
+            elapsed
+        });
+    });
+    if let Some((_, cell, _)) = &state {
+        assert_eq!(cell.0.0.version(), 1, "the holder committed nothing");
+        assert_eq!(cell.0.snapshot(), STRUCT, "the committed data is unchanged");
     }
 }
 

@@ -7,6 +7,11 @@
 //! input detaches and exits. Every wait on either side has a timeout, the
 //! child dies with its parent (`PR_SET_PDEATHSIG`) and exits on its own
 //! after a long silence, so a bug fails the run instead of hanging it.
+//!
+//! The holding role ([`Role::Hold`]) answers differently: for every line it
+//! locks, writes through the guard, says `held`, and keeps the guard until
+//! the next line, which releases it (a rollback: nothing is committed);
+//! then it says `done`.
 #![allow(unsafe_code)]
 
 use std::io::{BufRead, BufReader, Write};
@@ -21,7 +26,7 @@ use crate::peer::Peer;
 use crate::pin;
 use crate::seqlock::SeqLocked;
 use crate::subject::{self, Cell, Notify};
-use crate::typed::TypedCell;
+use crate::typed::{TxnCell, TypedCell};
 
 /// The environment variable that makes the bench binary a child.
 pub const ENV: &str = "TYPED_SHM_BENCH_CHILD";
@@ -43,6 +48,9 @@ pub enum Role {
     /// `n` turns of side 1 of `wait_pingpong` (a subject with a change
     /// count: typed-shm or the futex floor).
     WaitPingpong,
+    /// Holds a written, uncommitted write guard of a transactional segment
+    /// from one line to the next (`n` is not used; see the module docs).
+    Hold,
 }
 
 /// The subject the child attaches with.
@@ -58,6 +66,8 @@ pub enum Subject {
     SeqFloor,
     /// The libc floor with a futex word (the futex ping-pong floor).
     FutexFloor,
+    /// typed-shm, a transactional segment.
+    Txn,
 }
 
 impl Role {
@@ -67,6 +77,7 @@ impl Role {
             Role::Pingpong => "pingpong",
             Role::Writer => "writer",
             Role::WaitPingpong => "wait_pingpong",
+            Role::Hold => "hold",
         }
     }
 }
@@ -79,6 +90,7 @@ impl Subject {
             Subject::Peer => "peer",
             Subject::SeqFloor => "seqfloor",
             Subject::FutexFloor => "futexfloor",
+            Subject::Txn => "txn",
         }
     }
 }
@@ -136,6 +148,18 @@ impl Worker {
     /// Waits until the child has finished its `n` iterations.
     pub fn finish(&mut self) {
         self.expect("done");
+    }
+
+    /// [`Role::Hold`]: waits until the child holds its written guard (after
+    /// [`start`](Self::start)).
+    pub fn await_held(&mut self) {
+        self.expect("held");
+    }
+
+    /// [`Role::Hold`]: tells the child to release its guard; returns at once
+    /// ([`finish`](Self::finish) waits for the release).
+    pub fn release(&mut self) {
+        self.start(0);
     }
 
     fn expect(&mut self, what: &str) {
@@ -204,6 +228,7 @@ pub fn run_if_child() -> bool {
         "pingpong" => Role::Pingpong,
         "writer" => Role::Writer,
         "wait_pingpong" => Role::WaitPingpong,
+        "hold" => Role::Hold,
         _ => panic!("bad role {role:?}"),
     };
     match (subject, role) {
@@ -213,6 +238,7 @@ pub fn run_if_child() -> bool {
         ("peer", _) => serve(Peer::attach(name), |c, n| lock_side(role, c, n)),
         ("seqfloor", _) => serve(SeqLocked::attach(name), |c, n| lock_side(role, c, n)),
         ("futexfloor", Role::WaitPingpong) => serve(FutexWord::attach(name), wait_side),
+        ("txn", Role::Hold) => serve_hold(&TxnCell::attach(name)),
         _ => panic!("no {role:?} role for subject {subject:?}"),
     }
     true
@@ -227,6 +253,7 @@ fn lock_side<C: Cell>(role: Role, cell: &C, n: u64) {
         Role::Pingpong => subject::pingpong(cell, n, 1),
         Role::Writer => subject::write_until_stopped(cell),
         Role::WaitPingpong => panic!("wait_pingpong needs a subject with a change count"),
+        Role::Hold => panic!("the holding role has its own loop (serve_hold)"),
     }
 }
 
@@ -244,16 +271,7 @@ static LAST_SEEN: AtomicU64 = AtomicU64::new(0);
 /// calls `run(&cell, n)` and says `done`.
 fn serve<C: Cell>(cell: C, run: impl Fn(&C, u64)) {
     let start = Instant::now();
-    std::thread::spawn(move || {
-        loop {
-            std::thread::sleep(Duration::from_secs(1));
-            let idle = start.elapsed().as_secs() - LAST_SEEN.load(Ordering::Relaxed);
-            if idle > IDLE.as_secs() {
-                eprintln!("bench child: no command for {idle} s, exiting");
-                std::process::exit(3);
-            }
-        }
-    });
+    exit_when_idle(start);
     let mut out = std::io::stdout().lock();
     writeln!(out, "ready").and_then(|()| out.flush()).expect("stdout");
     for line in std::io::stdin().lock().lines() {
@@ -265,6 +283,57 @@ fn serve<C: Cell>(cell: C, run: impl Fn(&C, u64)) {
         writeln!(out, "done").and_then(|()| out.flush()).expect("stdout");
     }
     drop(cell);
+}
+
+/// Exits the process once no command has come for [`IDLE`] (as
+/// [`LAST_SEEN`] tells, counted from `start`).
+fn exit_when_idle(start: Instant) {
+    std::thread::spawn(move || {
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+            let idle = start.elapsed().as_secs() - LAST_SEEN.load(Ordering::Relaxed);
+            if idle > IDLE.as_secs() {
+                eprintln!("bench child: no command for {idle} s, exiting");
+                std::process::exit(3);
+            }
+        }
+    });
+}
+
+/// [`Role::Hold`], attached to `cell`: says `ready`; then for every line
+/// locks, writes [`subject::HELD`] through the guard (the first `DerefMut`:
+/// the guard now works on its private copy), says `held`, blocks reading the
+/// next line with the guard alive, rolls the guard back (the segment keeps
+/// its committed value and version) and says `done`. The child sleeps in
+/// `read` while it holds the lock: it takes no CPU from the measured side.
+fn serve_hold(cell: &TxnCell) {
+    let start = Instant::now();
+    exit_when_idle(start);
+    let mut out = std::io::stdout().lock();
+    let mut say = |what: &str| {
+        writeln!(out, "{what}")
+            .and_then(|()| out.flush())
+            .expect("stdout")
+    };
+    say("ready");
+    let mut lines = std::io::stdin().lock().lines();
+    while let Some(line) = lines.next() {
+        line.expect("read stdin");
+        LAST_SEEN.store(start.elapsed().as_secs(), Ordering::Relaxed);
+        let mut guard = cell
+            .0
+            .0
+            .lock()
+            .unwrap_or_else(|_| panic!("typed_shm lock poisoned"));
+        *guard = subject::HELD;
+        say("held");
+        let release = lines.next();
+        LAST_SEEN.store(start.elapsed().as_secs(), Ordering::Relaxed);
+        typed_shm::Guard::rollback(guard).unwrap_or_else(|_| panic!("a transactional segment rolls back"));
+        let Some(release) = release else { break };
+        release.expect("read stdin");
+        say("done");
+    }
 }
 
 fn die_with_parent() {

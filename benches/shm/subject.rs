@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::floor::{Locked, Segment};
 use crate::peer::Peer;
-use crate::typed::{TypedBuf, TypedCell};
+use crate::typed::{TxnBuf, TxnCell, TypedBuf, TypedCell};
 
 /// A lock around a `[u64; 8]` (64 bytes).
 pub trait Lock {
@@ -107,6 +107,32 @@ impl Notify for TypedCell {
     }
 }
 
+impl Lock for TxnCell {
+    /// A transaction: the first `DerefMut` copies the committed data into the
+    /// handle's private buffer, the drop publishes it (a commit).
+    #[inline]
+    fn with<R>(&self, f: impl FnOnce(&mut [u64; 8]) -> R) -> R {
+        self.0.with(f)
+    }
+    #[inline]
+    fn read<R>(&self, f: impl FnOnce(&[u64; 8]) -> R) -> R {
+        self.0.read(f)
+    }
+    #[inline]
+    fn lock_unlock(&self) {
+        self.0.lock_unlock()
+    }
+}
+
+impl Cell for TxnCell {
+    fn create(name: &str) -> Self {
+        TxnCell::create(name)
+    }
+    fn attach(name: &str) -> Self {
+        TxnCell::attach(name)
+    }
+}
+
 impl Lock for Locked {
     #[inline]
     fn with<R>(&self, f: impl FnOnce(&mut [u64; 8]) -> R) -> R {
@@ -154,6 +180,19 @@ impl Buffer for TypedBuf {
     #[inline]
     fn copy_in(&self, src: &[u8]) {
         TypedBuf::copy_in(self, src)
+    }
+}
+
+impl Buffer for TxnBuf {
+    fn create(name: &str, len: usize) -> Self {
+        TxnBuf::create(name, len)
+    }
+    /// A transaction: lock, `copy_from_slice` through the guard (the first
+    /// `DerefMut` copies the committed buffer into the private one), drop
+    /// (the private buffer published into the segment with atomic stores).
+    #[inline]
+    fn copy_in(&self, src: &[u8]) {
+        self.0.copy_in(src)
     }
 }
 
@@ -221,6 +260,11 @@ pub const STOPPED: usize = 4;
 /// Indexes the writer of `snapshot_64B_with_writer` sets to [`COUNTER`]'s
 /// value in every commit: a snapshot that mixed two commits would show it.
 pub const COPIES: [usize; 3] = [5, 6, 7];
+
+/// What the holding child of `txn_snapshot_64B_writer_held` writes through
+/// its guard and never commits: a snapshot that showed it would have read
+/// the writer's uncommitted data.
+pub const HELD: [u64; 8] = [u64::MAX; 8];
 
 /// How long a side may wait for the other before the run is declared hung.
 pub const HUNG: Duration = Duration::from_secs(30);
@@ -356,6 +400,17 @@ pub fn copies_then_stop<L: Lock>(l: &L, n: u64, copy: impl Fn(&L) -> [u64; 8]) {
         assert!(COPIES.iter().all(|&i| d[i] == d[COUNTER]), "a torn copy: {d:?}");
     }
     l.with(|d| d[STOPPED] += 1);
+}
+
+/// `n` snapshots of a transactional segment whose committed word 0 is
+/// `committed`, each checked (one word: the check stays small next to the
+/// copy) to be the committed data, never a held writer's [`HELD`].
+#[inline(never)]
+pub fn txn_snapshots(c: &TxnCell, n: u64, committed: u64) {
+    for _ in 0..n {
+        let d = std::hint::black_box(c.0.snapshot());
+        assert_eq!(d[0], committed, "a snapshot that is not the committed data");
+    }
 }
 
 /// `n` round trips of `wait_pingpong`, side `me` (0 or 1), from version

@@ -104,3 +104,41 @@ impl TypedBuf {
         guard.copy_from_slice(src);
     }
 }
+
+/// A transactional `SharedMemory<[u64; 8]>`
+/// (`options().transactional(true)`): a write guard works on a private copy
+/// that its drop publishes.
+pub struct TxnCell(pub TypedCell);
+
+impl TxnCell {
+    /// `SharedMemory::options().transactional(true).create(name, [0; 8])`.
+    pub fn create(name: &str) -> TxnCell {
+        let shm = SharedMemory::<[u64; 8]>::options()
+            .transactional(true)
+            .create(name, [0u64; 8])
+            .expect("typed_shm create (transactional)");
+        TxnCell(TypedCell(shm))
+    }
+
+    /// `SharedMemory::attach(name)`, which learns from the segment that it
+    /// is transactional.
+    pub fn attach(name: &str) -> TxnCell {
+        let cell = TypedCell::attach(name);
+        assert!(cell.0.is_transactional(), "{name} is transactional");
+        TxnCell(cell)
+    }
+}
+
+/// A transactional `SharedMemory<[u8]>` of a given length.
+pub struct TxnBuf(pub TypedBuf);
+
+impl TxnBuf {
+    /// `SharedMemory::<[u8]>::options().transactional(true).create_slice(name, len, 0)`.
+    pub fn create(name: &str, len: usize) -> TxnBuf {
+        let shm = SharedMemory::<[u8]>::options()
+            .transactional(true)
+            .create_slice(name, len, 0u8)
+            .expect("typed_shm create_slice (transactional)");
+        TxnBuf(TypedBuf(shm))
+    }
+}
