@@ -8,6 +8,8 @@ use std::ptr::NonNull;
 
 use crate::data::{Access, ReadWrite, ShmData};
 use crate::sync::ShmMutex;
+use crate::txn::PrivateBuf;
+use std::sync::atomic::Ordering;
 
 /// Holds a segment's lock; dereferences to the shared data. Dropping it
 /// unlocks.
@@ -66,9 +68,10 @@ pub struct Guard<'a, T: ?Sized + ShmData, A: Access = ReadWrite> {
     /// segment: the committed buffer until the first `DerefMut`, then
     /// `private`).
     data: NonNull<T>,
-    /// Write guards of transactional segments: the handle's private buffer,
-    /// where the changes are made until the drop publishes them.
-    private: Option<NonNull<T>>,
+    /// Write guards of transactional segments: the handle's private buffer
+    /// (as a `T`, and as the buffer), where the changes are made until the
+    /// drop publishes them.
+    private: Option<(NonNull<T>, &'a PrivateBuf)>,
     /// Poison on drop if the thread is panicking (write guards that were not
     /// taken during a panic).
     poison_on_panic: bool,
@@ -100,7 +103,11 @@ impl<'a, T: ?Sized + ShmData, A: Access> Guard<'a, T, A> {
     ///   `T`, valid for reads and writes for `'a`, that nothing else uses
     ///   while `mutex` is held, and not overlapping the segment.
     #[inline(always)]
-    pub(crate) unsafe fn new(mutex: &'a ShmMutex, data: NonNull<T>, private: Option<NonNull<T>>) -> Self {
+    pub(crate) unsafe fn new(
+        mutex: &'a ShmMutex,
+        data: NonNull<T>,
+        private: Option<(NonNull<T>, &'a PrivateBuf)>,
+    ) -> Self {
         Guard {
             mutex,
             data,
@@ -160,6 +167,10 @@ impl<T: ?Sized + ShmData, A: Access> Drop for Guard<'_, T, A> {
             // `rollback`, which clears `wrote`).
             let publish = self.wrote && !std::thread::panicking();
             let src = self.data.as_ptr().cast::<u8>().cast_const();
+            if publish && let Some((_, buf)) = self.private {
+                // We hold the lock: the count moves only through us now.
+                buf.mark_committed(self.mutex.txn_commits().load(Ordering::Relaxed) + 1);
+            }
             // SAFETY: ShmMutex::unlock_txn requires that the calling thread
             // holds the lock (as below) and, when publishing, `data_len()`
             // readable bytes at `src` outside the segment: after a write,
@@ -183,10 +194,19 @@ impl<T: ?Sized + ShmData, A: Access> Guard<'_, T, A> {
     #[inline]
     fn first_write(&mut self) {
         self.wrote = true;
-        let Some(private) = self.private else {
+        let Some((private, buf)) = self.private else {
             self.mutex.begin_write();
             return;
         };
+        // We hold the lock: the commit count cannot move meanwhile.
+        if buf.holds(self.mutex.txn_commits().load(Ordering::Relaxed)) {
+            // This handle published the last commit from this buffer, which
+            // nothing has changed since.
+            buf.mark_dirty();
+            self.data = private;
+            return;
+        }
+        buf.mark_dirty();
         // SAFETY: NonNull::as_ref requires a valid, aligned `T` with no
         // `&mut T` alive: `data` is the committed buffer (`new`'s contract),
         // and `&mut self` excludes every other reference from this guard.

@@ -145,6 +145,7 @@ unsafe fn copy_atomic(src: *const u8, dst: *mut u8, len: usize) {
 ///   mapping that others access only atomically while this runs (readers of
 ///   a transactional segment never read the uncommitted buffer this writes,
 ///   and writers hold the lock).
+#[inline]
 pub(crate) unsafe fn copy_atomic_store(src: *const u8, dst: *mut u8, len: usize) {
     let mut i = 0;
     while i + 8 <= len {
@@ -225,18 +226,27 @@ impl ShmMutex {
         len: usize,
         deadline: Option<Instant>,
     ) -> Read {
-        if !self.is_transactional() {
-            // The common case, inlined: no write in progress, nothing changed.
-            let before = self.seq().load(Ordering::Acquire);
-            if before & 1 == 0 {
-                // SAFETY: forwarded from this fn's contract.
-                unsafe { copy_atomic(src, dst, len) };
-                fence(Ordering::Acquire);
-                if self.seq().load(Ordering::Relaxed) == before
-                    && self.poison_seen().load(Ordering::Relaxed) == 0
-                {
-                    return Read::Clean;
-                }
+        // The common cases, inlined: nothing changed during the copy.
+        let before = self.seq().load(Ordering::Acquire);
+        if let Some((committed, _)) = self.txn_buffers(before & !1) {
+            // SAFETY: copy_atomic requires an 8-aligned source of `len`
+            // readable bytes (the committed buffer: page aligned, `len` bytes,
+            // mapped while `self` lives) and `dst` (this fn's contract).
+            unsafe { copy_atomic(committed, dst, len) };
+            fence(Ordering::Acquire);
+            // See `read_txn`.
+            if self.seq().load(Ordering::Relaxed) < (before & !1) + 3
+                && self.poison_seen().load(Ordering::Relaxed) == 0
+            {
+                return Read::Clean;
+            }
+        } else if before & 1 == 0 {
+            // SAFETY: forwarded from this fn's contract.
+            unsafe { copy_atomic(src, dst, len) };
+            fence(Ordering::Acquire);
+            if self.seq().load(Ordering::Relaxed) == before && self.poison_seen().load(Ordering::Relaxed) == 0
+            {
+                return Read::Clean;
             }
         }
         // SAFETY: forwarded from this fn's contract.

@@ -200,14 +200,13 @@ impl<T: ?Sized + ShmData, A: Access> SharedMemory<T, A> {
 
     /// For a guard of a transactional segment (the lock is held): the
     /// committed buffer, and the private buffer of a write handle.
-    #[cold]
-    #[inline(never)]
-    fn txn_pointers(&self) -> (NonNull<T>, Option<NonNull<T>>) {
+    #[inline]
+    fn txn_pointers(&self) -> (NonNull<T>, Option<(NonNull<T>, &PrivateBuf)>) {
         let seq = self.mutex.seq().load(std::sync::atomic::Ordering::Relaxed);
         let (committed, _) = self.mutex.txn_buffers(seq).expect("a transactional segment");
         let len = self.segment.elem_count();
         let at = |p: *mut u8| NonNull::new(T::from_raw_parts(p.cast(), len)).expect("never at address 0");
-        (at(committed), self.private.as_ref().map(|b| at(b.as_ptr())))
+        (at(committed), self.private.as_ref().map(|b| (at(b.as_ptr()), b)))
     }
 
     /// Whether the segment is transactional (chosen by its creator with

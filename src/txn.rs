@@ -5,6 +5,10 @@
 
 use std::alloc::Layout;
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// `current` when the buffer holds changes that were not committed.
+const DIRTY: u64 = u64::MAX;
 
 /// A heap buffer of one segment's data size, aligned for its element (and to
 /// at least 8 bytes). Used only by the thread that holds the segment's lock
@@ -12,6 +16,11 @@ use std::ptr::NonNull;
 pub(crate) struct PrivateBuf {
     ptr: NonNull<u8>,
     layout: Layout,
+    /// The commit count whose data the buffer holds (after this handle
+    /// published it), or [`DIRTY`]: a write guard whose handle committed
+    /// last need not copy the committed data in again. Read and written
+    /// only while holding the segment's lock.
+    current: AtomicU64,
 }
 
 // SAFETY: the buffer is plain heap memory owned by this value; the handle
@@ -30,12 +39,35 @@ impl PrivateBuf {
         // SAFETY: alloc_zeroed requires a layout of non-zero size: `len.max(1)`.
         let ptr = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) })
             .unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
-        Some(PrivateBuf { ptr, layout })
+        Some(PrivateBuf {
+            ptr,
+            layout,
+            current: AtomicU64::new(DIRTY),
+        })
     }
 
     /// The start of the buffer.
     pub(crate) fn as_ptr(&self) -> *mut u8 {
         self.ptr.as_ptr()
+    }
+
+    /// Whether the buffer holds the data of commit `commits` (the segment's
+    /// count now): then a write guard can start from it as it is.
+    #[inline]
+    pub(crate) fn holds(&self, commits: u64) -> bool {
+        self.current.load(Ordering::Relaxed) == commits
+    }
+
+    /// A write guard starts changing the buffer.
+    #[inline]
+    pub(crate) fn mark_dirty(&self) {
+        self.current.store(DIRTY, Ordering::Relaxed);
+    }
+
+    /// The buffer is about to become commit `commits`.
+    #[inline]
+    pub(crate) fn mark_committed(&self, commits: u64) {
+        self.current.store(commits, Ordering::Relaxed);
     }
 }
 

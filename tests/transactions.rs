@@ -341,3 +341,43 @@ fn open_or_create_in_the_other_mode_is_a_layout_mismatch() {
     drop((shm, same));
     keys.finish();
 }
+
+/// Write guards always start from the last commit, whichever handle made it
+/// and whatever a discarded guard left in a handle's private copy: two
+/// handles increment different words in turn, with rollbacks and panics of
+/// scribbling guards in between.
+#[test]
+fn write_guards_always_start_from_the_last_commit() {
+    let key = unique_key("txn-start");
+    let keys = Keys::new(&[&key]);
+    let a = SharedMemory::<[u64; 4]>::options()
+        .transactional(true)
+        .create(&key, [0; 4])
+        .unwrap();
+    let b = SharedMemory::<[u64; 4]>::attach(&key).unwrap();
+    std::panic::set_hook(Box::new(|_| {}));
+    for i in 0..500u64 {
+        a.lock().unwrap()[0] += 1;
+        a.lock().unwrap()[0] += 1; // again from the same handle
+        b.lock().unwrap()[1] += 1;
+        let mut g = a.lock().unwrap();
+        g.fill(99);
+        assert!(Guard::rollback(g).is_ok());
+        let _ = std::panic::catch_unwind(|| {
+            let mut g = b.lock().unwrap();
+            g.fill(77);
+            panic!("discarded");
+        });
+        b.lock().unwrap()[2] += 1;
+        a.lock().unwrap()[3] += 1;
+        assert_eq!(
+            a.snapshot().unwrap(),
+            [2 * (i + 1), i + 1, i + 1, i + 1],
+            "round {i}"
+        );
+    }
+    let _ = std::panic::take_hook();
+    assert_eq!(a.version(), 500 * 5);
+    drop((a, b));
+    keys.finish();
+}
