@@ -236,12 +236,15 @@
 //!   `typed-shm-derive`.
 #![deny(unsafe_code)]
 
+mod area;
 mod data;
 mod error;
 mod fingerprint;
 mod guard;
 mod header;
+pub mod inspect;
 mod key;
+mod layout;
 mod segment;
 mod seq;
 mod shared;
@@ -254,6 +257,7 @@ pub use data::{Access, ReadOnly, ReadWrite, ShmData};
 pub use error::{Error, ErrorKind, LockResult, PoisonError, TryLockError, TryLockResult};
 pub use fingerprint::FingerprintBuilder;
 pub use guard::Guard;
+pub use layout::{FieldLayout, Primitive, TypeLayout};
 pub use shared::{DEFAULT_MODE, DEFAULT_TIMEOUT, Options, SharedMemory};
 pub use shm_safe::ShmSafe;
 #[cfg(feature = "derive")]

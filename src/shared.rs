@@ -67,6 +67,7 @@ fn expected<T: ?Sized + ShmData>() -> Result<Expected, Error> {
         desc,
         page_size: sys::page_size(),
         pid_ns,
+        layout: <T::Element as ShmSafe>::LAYOUT,
     })
 }
 
