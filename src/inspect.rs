@@ -280,6 +280,17 @@ fn corrupted(native: &str, why: impl std::fmt::Display) -> Error {
     )
 }
 
+/// `error` about `native`, told with the key it was opened by.
+fn with_key(key: Option<&str>, error: Error) -> Error {
+    match key {
+        Some(key) if error.kind() == ErrorKind::NotFound => Error::new(
+            ErrorKind::NotFound,
+            format!("no segment {key:?} exists (of this user)"),
+        ),
+        _ => error,
+    }
+}
+
 /// Opens `native` (e.g. `/tshm_stats`) if it is a regular file of this user.
 fn open_own(native: &str) -> Result<(ShmFile, Stat), Error> {
     let cname = CString::new(native).map_err(|_| Error::new(ErrorKind::KeyError, "NUL in name"))?;
@@ -363,7 +374,7 @@ impl Segment {
     /// ```
     pub fn open(key: &str) -> Result<Segment, Error> {
         let native = key::native_key(key)?;
-        let seg = Segment::open_native(&native)?;
+        let seg = Segment::open_native(&native).map_err(|e| with_key(Some(key), e))?;
         if seg.key != key {
             return Err(corrupted(
                 &native,
