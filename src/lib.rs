@@ -185,6 +185,14 @@
 //! Transactional segments will remove the race: their writers work on a
 //! private copy and publish it with atomic stores.
 //!
+//! # Self-describing segments
+//!
+//! Every segment also stores its key and the machine-readable layout of its
+//! type ([`ShmSafe::LAYOUT`], a `const` built by the derive from the same
+//! facts as the fingerprint). Tools decode any segment with it, without the
+//! program's source: [`inspect`] opens, lists and removes segments without a
+//! `T`, and the `tshm` command (package `typed-shm-cli`) is built on it.
+//!
 //! # Coming from Qt
 //!
 //! | QSharedMemory | typed-shm |

@@ -261,7 +261,7 @@ pub fn python(seg: &Segment) -> Result<String, String> {
     );
     let _ = writeln!(o, "LEN = {}", seg.len());
     let _ = writeln!(o, "FINGERPRINT = 0x{:016x}", seg.fingerprint());
-    let _ = writeln!(o, "ROOT = None  # set below\n");
+    o.push('\n');
     for d in &decls {
         let Layout::Struct { size, fields, .. } = d.layout else {
             continue;

@@ -71,7 +71,12 @@ fn primitive(kind: Primitive, b: &[u8]) -> Value {
         _ => (u128::from_ne_bytes(arr(b)), i128::from_ne_bytes(arr(b))),
     };
     match kind {
-        Primitive::F32 => float(f64::from(f32::from_ne_bytes(arr(b)))),
+        // The shortest decimal that reads back as the same f32 (20.6, not
+        // 20.600000381469727).
+        Primitive::F32 => {
+            let v = f32::from_ne_bytes(arr(b));
+            float(v.to_string().parse().unwrap_or(f64::from(v)))
+        }
         Primitive::F64 => float(f64::from_ne_bytes(arr(b))),
         k if k.is_signed() => match i64::try_from(signed) {
             Ok(v) => Value::from(v),
