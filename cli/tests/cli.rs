@@ -300,8 +300,27 @@ fn watch_prints_each_commit_of_another_process() {
     );
     c.send("stop");
     c.expect("stopped", T);
+    // A watch without a count ends, with exit 1, when the segment goes away
+    // (its last user detaches): no commit can come any more.
+    let mut forever = Command::new(env!("CARGO_BIN_EXE_tshm"))
+        .args(["watch", &key])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run watch");
+    std::thread::sleep(Duration::from_millis(300));
     c.send("exit");
     c.wait_success(T);
+    let ended = common::wait_until(T, || forever.try_wait().ok().flatten().is_some());
+    if !ended {
+        let _ = forever.kill();
+    }
+    let status = forever.wait().expect("wait for watch");
+    assert!(ended, "watch went on after its segment was removed");
+    assert_eq!(status.code(), Some(1));
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut forever.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(err.contains("was removed"), "{err}");
     keys.finish();
 }
 
