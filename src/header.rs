@@ -35,6 +35,7 @@
 //! | 524 | `poison_seen: u32` (atomic) | a copy of `poisoned` for snapshot readers, in this line |
 //! | 528 | `txn_commits: u64` (atomic) | transactional segments: the commits so far (their version) |
 //! | 536 | reserved | zero, up to 576 |
+//! | 576 | the description area | the key and the element's encoded layout, up to `data_offset` (see [`crate::area`]) |
 //!
 //! The mutex, the holder token and `poisoned` share one 64-byte cache line: taking the
 //! lock writes both, so they travel between cores together. The sequence word has a
@@ -45,7 +46,9 @@
 //!
 //! - v1 (512-byte header): the lock, no sequence word.
 //! - v2 (576 bytes): adds the sequence word for snapshots and change
-//!   notification (bytes 512..576). Every other field keeps its offset.
+//!   notification (bytes 512..576), and the description area after the
+//!   header (the key and the layout, for tools; nothing reads it to attach).
+//!   Every other field keeps its offset.
 //!
 //! A program of this version refuses a segment of another version with
 //! [`ErrorKind::IncompatibleVersion`] (attach) and leaves it untouched (create
@@ -176,6 +179,9 @@ pub(crate) struct Expected {
     /// For `create`: make a transactional segment (attach learns it from the
     /// header).
     pub transactional: bool,
+    /// The element's machine-readable layout, which a creator stores after
+    /// the header (see [`crate::area`]).
+    pub layout: &'static crate::TypeLayout,
 }
 
 /// What a validated header says about the data.
@@ -645,6 +651,47 @@ pub(crate) fn validate(
     })
 }
 
+/// [`validate`] for a tool that has no type to expect: every check but the
+/// layout's and the PID namespace's (the layout is the header's own).
+/// Returns the header copy with what it says about the data.
+pub(crate) fn validate_untyped(
+    key: &str,
+    bytes: &[u8],
+    file_len: u64,
+    page_size: usize,
+) -> Result<(Header, Validated), Error> {
+    let mut expected = Expected {
+        fingerprint: 0,
+        elem_size: 0,
+        elem_align: 0,
+        slice: false,
+        desc: String::new(),
+        page_size,
+        pid_ns: (0, 0),
+        transactional: false,
+        layout: <u8 as crate::ShmSafe>::LAYOUT,
+    };
+    let Some(head) = bytes.get(..HEADER_SIZE) else {
+        // Too short: `validate` says so.
+        let short = || {
+            Error::new(
+                ErrorKind::Corrupted,
+                format!("segment {key:?} is shorter than its header"),
+            )
+        };
+        return Err(validate(key, bytes, file_len, &expected)
+            .err()
+            .unwrap_or_else(short));
+    };
+    let h: Header = bytemuck::pod_read_unaligned(head);
+    expected.fingerprint = h.fingerprint;
+    expected.elem_size = usize::try_from(h.elem_size).unwrap_or(usize::MAX);
+    expected.elem_align = usize::try_from(h.elem_align).unwrap_or(usize::MAX);
+    expected.slice = h.flags & FLAG_SLICE != 0;
+    expected.pid_ns = (h.pid_ns[0], h.pid_ns[1]);
+    validate(key, bytes, file_len, &expected).map(|v| (h, v))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -662,6 +709,7 @@ mod tests {
             page_size: PAGE,
             pid_ns: (7, 4026531836),
             transactional: false,
+            layout: <u64 as crate::ShmSafe>::LAYOUT,
         }
     }
 

@@ -203,6 +203,14 @@
 //! another process may read it. The price: twice the memory, and one more
 //! copy of the data per commit.
 //!
+//! # Self-describing segments
+//!
+//! Every segment also stores its key and the machine-readable layout of its
+//! type ([`ShmSafe::LAYOUT`], a `const` built by the derive from the same
+//! facts as the fingerprint). Tools decode any segment with it, without the
+//! program's source: [`inspect`] opens, lists and removes segments without a
+//! `T`, and the `tshm` command (package `typed-shm-cli`) is built on it.
+//!
 //! # Coming from Qt
 //!
 //! | QSharedMemory | typed-shm |
@@ -254,12 +262,15 @@
 //!   `typed-shm-derive`.
 #![deny(unsafe_code)]
 
+mod area;
 mod data;
 mod error;
 mod fingerprint;
 mod guard;
 mod header;
+pub mod inspect;
 mod key;
+mod layout;
 mod segment;
 mod seq;
 mod shared;
@@ -273,6 +284,7 @@ pub use data::{Access, ReadOnly, ReadWrite, ShmData};
 pub use error::{Error, ErrorKind, LockResult, PoisonError, TryLockError, TryLockResult};
 pub use fingerprint::FingerprintBuilder;
 pub use guard::Guard;
+pub use layout::{FieldLayout, Primitive, TypeLayout};
 pub use shared::{DEFAULT_MODE, DEFAULT_TIMEOUT, Options, SharedMemory};
 pub use shm_safe::ShmSafe;
 #[cfg(feature = "derive")]

@@ -5,6 +5,7 @@
 //! so a user's crate needs no dependency besides `typed-shm`.
 
 pub use crate::fingerprint::FingerprintBuilder;
+pub use crate::layout::{FieldLayout, TypeLayout};
 pub use crate::shm_safe::ShmSafe;
 pub use bytemuck;
 pub use std::string::String;
@@ -39,6 +40,7 @@ pub struct Field {
     offset: usize,
     size: usize,
     fingerprint: u64,
+    layout: &'static TypeLayout,
     write_type_name: fn(&mut String),
 }
 
@@ -49,8 +51,29 @@ pub const fn field<T: ShmSafeField>(name: &'static str, offset: usize) -> Field 
         offset,
         size: core::mem::size_of::<T>(),
         fingerprint: T::FINGERPRINT,
+        layout: T::LAYOUT,
         write_type_name: T::write_type_name,
     }
+}
+
+/// The fields of a struct's [`TypeLayout`], from the same table as its
+/// fingerprint.
+pub const fn layout_fields<const N: usize>(fields: &[Field; N]) -> [FieldLayout; N] {
+    let mut out = [FieldLayout {
+        name: "",
+        offset: 0,
+        layout: <u8 as ShmSafe>::LAYOUT,
+    }; N];
+    let mut i = 0;
+    while i < N {
+        out[i] = FieldLayout {
+            name: fields[i].name,
+            offset: fields[i].offset,
+            layout: fields[i].layout,
+        };
+        i += 1;
+    }
+    out
 }
 
 /// The fingerprint of the struct `name` from its size, alignment and fields,

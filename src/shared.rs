@@ -69,6 +69,7 @@ fn expected<T: ?Sized + ShmData>(transactional: bool) -> Result<Expected, Error>
         page_size: sys::page_size(),
         pid_ns,
         transactional,
+        layout: <T::Element as ShmSafe>::LAYOUT,
     })
 }
 

@@ -4,6 +4,7 @@
 #![allow(unsafe_code)]
 
 use crate::fingerprint::FingerprintBuilder;
+use crate::layout::{Primitive, TypeLayout};
 
 /// A type that may live in memory shared between processes.
 ///
@@ -21,7 +22,11 @@ use crate::fingerprint::FingerprintBuilder;
 /// - [`FINGERPRINT`](ShmSafe::FINGERPRINT) is built by [`FingerprintBuilder`]
 ///   from the type's name, size and alignment and each field's name, offset and
 ///   fingerprint, so that a segment created for another layout is refused by
-///   `attach` with [`ErrorKind::LayoutMismatch`](crate::ErrorKind::LayoutMismatch).
+///   `attach` with [`ErrorKind::LayoutMismatch`](crate::ErrorKind::LayoutMismatch);
+/// - [`LAYOUT`](ShmSafe::LAYOUT) describes the same layout from the same
+///   facts (its [`fingerprint`](TypeLayout::fingerprint) equals
+///   `FINGERPRINT`); it is stored in every segment so that tools can decode
+///   the data without the program's source.
 ///
 /// It is implemented for the integers (`usize` and `isize` included; their
 /// width enters the fingerprint), `f32`, `f64`, arrays of `ShmSafe` types, and
@@ -67,6 +72,21 @@ pub unsafe trait ShmSafe: bytemuck::Pod {
     /// The layout fingerprint, built with [`FingerprintBuilder`].
     const FINGERPRINT: u64;
 
+    /// The machine-readable layout: a `const` tree of named fields with
+    /// their offsets, primitive kinds, arrays and nested structs (see
+    /// [`TypeLayout`] and, for how it is stored, [`crate::inspect`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use typed_shm::{Primitive, ShmSafe, TypeLayout};
+    /// assert_eq!(
+    ///     *u16::LAYOUT,
+    ///     TypeLayout::Primitive { kind: Primitive::U16, size: 2, align: 2 },
+    /// );
+    /// ```
+    const LAYOUT: &'static TypeLayout;
+
     /// Writes the type's name as a program would spell it (`u32`, `[f32; 8]`,
     /// `Telemetry`).
     ///
@@ -98,7 +118,7 @@ pub unsafe trait ShmSafe: bytemuck::Pod {
 }
 
 macro_rules! primitive {
-    ($($t:ident)*) => {$(
+    ($($t:ident $kind:ident)*) => {$(
         // SAFETY: a primitive integer or float has no padding, no invalid bit
         // patterns and no pointers, and its layout is fixed by the language;
         // its fingerprint is built from its name, size and alignment.
@@ -110,6 +130,12 @@ macro_rules! primitive {
             )
             .finish();
 
+            const LAYOUT: &'static TypeLayout = &TypeLayout::primitive(
+                Primitive::$kind,
+                core::mem::size_of::<$t>(),
+                core::mem::align_of::<$t>(),
+            );
+
             fn write_type_name(out: &mut String) {
                 out.push_str(stringify!($t));
             }
@@ -117,7 +143,10 @@ macro_rules! primitive {
     )*};
 }
 
-primitive!(u8 u16 u32 u64 u128 usize i8 i16 i32 i64 i128 isize f32 f64);
+primitive!(
+    u8 U8 u16 U16 u32 U32 u64 U64 u128 U128 usize Usize
+    i8 I8 i16 I16 i32 I32 i64 I64 i128 I128 isize Isize f32 F32 f64 F64
+);
 
 // SAFETY: an array of `ShmSafe` elements has no padding between elements
 // (Rust arrays are laid out contiguously with stride `size_of::<E>()`, which is
@@ -130,6 +159,13 @@ unsafe impl<E: ShmSafe, const N: usize> ShmSafe for [E; N] {
         core::mem::size_of::<[E; N]>(),
         core::mem::align_of::<[E; N]>(),
     );
+
+    const LAYOUT: &'static TypeLayout = &TypeLayout::Array {
+        element: E::LAYOUT,
+        len: N,
+        size: core::mem::size_of::<[E; N]>(),
+        align: core::mem::align_of::<[E; N]>(),
+    };
 
     fn write_type_name(out: &mut String) {
         use core::fmt::Write as _;

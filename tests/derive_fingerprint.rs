@@ -142,3 +142,81 @@ fn golden_derived_fingerprints() {
         assert_eq!(*g, w, "fingerprint of {name} changed: {g:#018x}");
     }
 }
+
+/// The stored layout is built from the same facts as the fingerprint: for
+/// every variant above, and for nested and tuple structs, recomputing the
+/// fingerprint from the layout gives the derived one, and every variant's
+/// layout differs from the base's.
+#[test]
+fn the_layout_is_covered_by_the_fingerprint() {
+    use typed_shm::inspect::{Layout, decode};
+    use typed_shm::{Primitive, TypeLayout};
+
+    #[derive(Clone, Copy, ShmSafe)]
+    #[repr(C)]
+    struct Inner {
+        x: i16,
+        y: [u16; 3],
+    }
+    #[derive(Clone, Copy, ShmSafe)]
+    #[repr(C)]
+    struct Outer {
+        n: usize,
+        inner: [Inner; 2],
+        last: Inner,
+        _pad: [u8; 8],
+    }
+    #[derive(Clone, Copy, ShmSafe)]
+    #[repr(transparent)]
+    struct Meters(f64);
+
+    fn check<T: ShmSafe>() -> Layout {
+        assert_eq!(T::LAYOUT.fingerprint(), T::FINGERPRINT);
+        assert_eq!(T::LAYOUT.size(), size_of::<T>());
+        let back = decode(&T::LAYOUT.encode()).expect("decodes");
+        assert_eq!(back, Layout::from(T::LAYOUT));
+        assert_eq!(back.fingerprint(), T::FINGERPRINT);
+        back
+    }
+    let variants = [
+        check::<base::S>(),
+        check::<added::S>(),
+        check::<removed::S>(),
+        check::<renamed::S>(),
+        check::<reordered::S>(),
+        check::<resized::S>(),
+        check::<retyped_signed::S>(),
+        check::<retyped_float::S>(),
+        check::<retyped_element::S>(),
+        check::<retyped_nested_array::S>(),
+        check::<type_renamed::T>(),
+        check::<over_aligned::S>(),
+    ];
+    for (i, v) in variants.iter().enumerate().skip(1) {
+        assert_ne!(*v, variants[0], "variant {i}");
+    }
+    assert_eq!(check::<base::S>(), check::<same_elsewhere::S>());
+
+    let outer = check::<Outer>();
+    assert_eq!(
+        outer.to_string(),
+        "Outer { n: usize @0, inner: [Inner; 2] @8, last: Inner @24, _pad: [u8; 8] @32 }"
+    );
+    let TypeLayout::Struct { fields, .. } = Outer::LAYOUT else {
+        panic!("a struct")
+    };
+    assert_eq!(
+        *fields[0].layout,
+        TypeLayout::Primitive {
+            kind: Primitive::Usize,
+            size: size_of::<usize>(),
+            align: align_of::<usize>()
+        }
+    );
+    let TypeLayout::Array { element, len: 2, .. } = fields[1].layout else {
+        panic!("an array of two")
+    };
+    assert_eq!(*element, Inner::LAYOUT);
+    let meters = check::<Meters>();
+    assert_eq!(meters.to_string(), "Meters { 0: f64 @0 }");
+}

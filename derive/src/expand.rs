@@ -39,7 +39,8 @@ pub fn expand(s: &Struct) -> TokenStream {
     // - `Copy + 'static`: the `Pod` impl requires `Copy` (see below);
     //   `input` refused generics, so there are no lifetimes;
     // - a fingerprint from the name, size, alignment and every field's name,
-    //   offset and fingerprint: built below with `FingerprintBuilder`.
+    //   offset and fingerprint: built below with `FingerprintBuilder`;
+    // - a layout from the same facts (the same field table).
     //
     // `Pod` requires `Copy`, and `ShmSafe` requires `Pod`: for a struct
     // without `Copy`, plain impls fail with errors about bytemuck's traits
@@ -88,6 +89,8 @@ pub fn expand(s: &Struct) -> TokenStream {
     quote! {
         const _: () = {
             const __SHM_SAFE_FIELDS: [#private::Field; #count] = [ #( #table ),* ];
+            const __SHM_SAFE_LAYOUT_FIELDS: [#private::FieldLayout; #count] =
+                #private::layout_fields(&__SHM_SAFE_FIELDS);
 
             #requirement
             #pod
@@ -101,6 +104,13 @@ pub fn expand(s: &Struct) -> TokenStream {
                     ::core::mem::align_of::<#ident>(),
                     &__SHM_SAFE_FIELDS,
                 );
+
+                const LAYOUT: &'static #private::TypeLayout = &#private::TypeLayout::Struct {
+                    name: #name,
+                    size: ::core::mem::size_of::<#ident>(),
+                    align: ::core::mem::align_of::<#ident>(),
+                    fields: &__SHM_SAFE_LAYOUT_FIELDS,
+                };
 
                 fn write_type_name(out: &mut #private::String) {
                     out.push_str(#name);

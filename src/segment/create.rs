@@ -8,6 +8,7 @@ use std::time::Instant;
 use super::{
     Attachment, Ctx, Name, Segment, Settings, check_owner, name_refers_to, sleep_backoff, slots, unlink,
 };
+use crate::area::{self, AREA_OFFSET};
 use crate::error::{Error, ErrorKind};
 use crate::header::{
     self, Expected, HEADER_SIZE, Header, InPlace, STATE_DESTROYED, STATE_INIT, STATE_READY, Sizes, Validated,
@@ -212,6 +213,15 @@ fn initialize(
     // No other process reads it yet: we hold the write lock, and attachers
     // read only under a read lock.
     unsafe { std::ptr::copy_nonoverlapping(bytemuck::bytes_of(&h).as_ptr(), base, HEADER_SIZE) };
+    // The key and the layout, for tools, between the header and the data.
+    let area = area::encode(cx.key, expected.layout, sizes.data_offset - AREA_OFFSET);
+    // SAFETY: copy_nonoverlapping requires:
+    // - a source valid for reads of `area.len()` bytes: the vector;
+    // - a destination valid for writes of as many bytes: `area::encode`
+    //   keeps `area.len()` within `data_offset - AREA_OFFSET`, so the bytes
+    //   lie between the header and the data, inside the fresh mapping;
+    // - no overlap: a heap vector and a new mapping.
+    unsafe { std::ptr::copy_nonoverlapping(area.as_ptr(), base.wrapping_add(AREA_OFFSET), area.len()) };
     // SAFETY: InPlace::new requires a live, page-aligned, read-write mapping
     // of at least HEADER_SIZE bytes of a header that stays mapped while the
     // value is used, with its in-place fields only accessed atomically: the

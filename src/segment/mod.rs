@@ -45,6 +45,8 @@ mod attach;
 mod create;
 mod slots;
 
+pub(crate) use slots::count_others;
+
 /// Settings for creating and attaching.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Settings {

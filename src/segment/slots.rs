@@ -56,7 +56,7 @@ pub(super) fn take(cx: Ctx<'_>, file: &ShmFile) -> Result<(), Error> {
 }
 
 /// Attachment slots held by other open file descriptions of the file.
-pub(super) fn count_others(file: &ShmFile) -> OsResult<usize> {
+pub(crate) fn count_others(file: &ShmFile) -> OsResult<usize> {
     let mut count = 0;
     let mut ranges = vec![(SLOT_BASE, SLOT_BASE + MAX_SLOTS)];
     // Each query finds one lock in a range (any one) or proves it free; the
