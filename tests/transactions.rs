@@ -381,3 +381,34 @@ fn write_guards_always_start_from_the_last_commit() {
     drop((a, b));
     keys.finish();
 }
+
+/// Tools see a transactional segment as its programs do: `inspect` reports
+/// it transactional, and its snapshot is the last commit, also while a
+/// write guard with changes is held.
+#[test]
+fn inspect_reads_the_committed_buffer_of_a_transactional_segment() {
+    let key = unique_key("txn-inspect");
+    let keys = Keys::new(&[&key]);
+    let shm = SharedMemory::<[u64; 2]>::options()
+        .transactional(true)
+        .create(&key, [1, 1])
+        .unwrap();
+    *shm.lock().unwrap() = [2, 2];
+    *shm.lock().unwrap() = [3, 3];
+    let seg = typed_shm::inspect::Segment::open(&key).unwrap();
+    assert!(seg.is_transactional());
+    assert_eq!(seg.version(), 2);
+    let mut g = shm.lock().unwrap();
+    *g = [9, 9];
+    let snap = seg.snapshot().unwrap();
+    assert_eq!(
+        snap.bytes,
+        bytemuck::bytes_of(&[3u64, 3]),
+        "the committed value, not the guard's"
+    );
+    assert_eq!(snap.version, 2);
+    drop(g);
+    assert_eq!(seg.snapshot().unwrap().bytes, bytemuck::bytes_of(&[9u64, 9]));
+    drop((seg, shm));
+    keys.finish();
+}
