@@ -724,6 +724,9 @@ impl<T: ?Sized + ShmData> SharedMemory<T, ReadWrite> {
             mode: DEFAULT_MODE,
             timeout: DEFAULT_TIMEOUT,
             transactional: false,
+            trusted: Vec::new(),
+            group: None,
+            wait_for_creation: false,
             _data: PhantomData,
         }
     }
@@ -775,6 +778,9 @@ pub struct Options<T: ?Sized> {
     mode: u32,
     timeout: Duration,
     transactional: bool,
+    trusted: Vec<u32>,
+    group: Option<u32>,
+    wait_for_creation: bool,
     _data: PhantomData<fn() -> *const T>,
 }
 
@@ -784,6 +790,9 @@ impl<T: ?Sized> Clone for Options<T> {
             mode: self.mode,
             timeout: self.timeout,
             transactional: self.transactional,
+            trusted: self.trusted.clone(),
+            group: self.group,
+            wait_for_creation: self.wait_for_creation,
             _data: PhantomData,
         }
     }
@@ -795,6 +804,9 @@ impl<T: ?Sized> fmt::Debug for Options<T> {
             .field("mode", &format_args!("{:#o}", self.mode))
             .field("timeout", &self.timeout)
             .field("transactional", &self.transactional)
+            .field("trusted", &self.trusted)
+            .field("group", &self.group)
+            .field("wait_for_creation", &self.wait_for_creation)
             .finish()
     }
 }
@@ -805,11 +817,12 @@ impl<T: ?Sized + ShmData> Options<T> {
     /// opens the segment read-write, so a process needs both read and write
     /// permission to attach, even read-only.
     ///
-    /// Group and other bits restrict or document access, but do not share a
-    /// segment with other users: `attach` opens only segments owned by its
-    /// own effective user, which is what stops another user from planting a
-    /// segment under a key first (squatting). Processes that share a segment
-    /// run as the same user.
+    /// Group and other bits alone do not share a segment with other users:
+    /// `attach` opens only segments owned by its own effective user, which
+    /// is what stops another user from planting a segment under a key first
+    /// (squatting). To share across users, the creator sets a
+    /// [`group`](Self::group) and `mode(0o660)`, and the other users attach
+    /// with [`trust_owner`](Self::trust_owner)`(creator's uid)`.
     ///
     /// # Examples
     ///
@@ -879,10 +892,110 @@ impl<T: ?Sized + ShmData> Options<T> {
         self
     }
 
+    /// Also accept, in `attach` and `open_or_create`, segments owned by the
+    /// user `uid` (repeatable). Without it only segments of this process's
+    /// own effective user are opened: another user could otherwise create a
+    /// segment under the key first and feed this program its data
+    /// (squatting). Use it for a daemon of another user — typically root —
+    /// that creates the segment with a group and mode `0o660` (see
+    /// [`group`](Self::group)).
+    ///
+    /// A process that is not the owner cannot remove the segment's name
+    /// (`/dev/shm` is sticky): when such a process is the last to detach, it
+    /// marks the segment destroyed instead — nobody can attach to it any
+    /// more — and the owner's next `create` or `open_or_create` of the key,
+    /// or `tshm gc`, removes it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use typed_shm::SharedMemory;
+    /// # let key = format!("doc-trust-{}", std::process::id());
+    /// # let _daemon = SharedMemory::<u64>::create(&key, 0)?;
+    /// // A client that accepts a segment made by root (uid 0), or by itself.
+    /// let shm = SharedMemory::<u64>::options().trust_owner(0).attach(&key)?;
+    /// # Ok::<(), typed_shm::Error>(())
+    /// ```
+    pub fn trust_owner(&mut self, uid: u32) -> &mut Self {
+        if !self.trusted.contains(&uid) {
+            self.trusted.push(uid);
+        }
+        self
+    }
+
+    /// `create`, `create_slice`, `open_or_create`: give the new object to
+    /// the group `gid`. With [`mode`](Self::mode)`(0o660)`, the members of
+    /// the group can then attach (with [`trust_owner`](Self::trust_owner)
+    /// naming the creator). The creating user must be a member of the group
+    /// (or root).
+    ///
+    /// # Errors
+    ///
+    /// The create calls fail with
+    /// [`PermissionDenied`](crate::ErrorKind::PermissionDenied) if the
+    /// creating user may not give files to that group.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::os::unix::fs::MetadataExt;
+    /// use typed_shm::SharedMemory;
+    /// # let key = format!("doc-group-{}", std::process::id());
+    /// let gid = std::fs::metadata("/proc/self").unwrap().gid(); // a group of ours
+    /// let shm = SharedMemory::<u64>::options().mode(0o660).group(gid).create(&key, 0)?;
+    /// let meta = std::fs::metadata(format!("/dev/shm{}", shm.native_key())).unwrap();
+    /// assert_eq!((meta.gid(), meta.mode() & 0o777), (gid, 0o660));
+    /// # Ok::<(), typed_shm::Error>(())
+    /// ```
+    pub fn group(&mut self, gid: u32) -> &mut Self {
+        self.group = Some(gid);
+        self
+    }
+
+    /// `attach`: when the key does not exist yet, wait (up to the
+    /// [`timeout`](Self::timeout)) for a process to create it, instead of
+    /// failing with [`NotFound`](crate::ErrorKind::NotFound) at once — woken
+    /// by the kernel when the name appears (inotify), not by polling. Then
+    /// it attaches as usual (waiting, within the same timeout, for the
+    /// creator to finish initializing).
+    ///
+    /// # Errors
+    ///
+    /// [`TimedOut`](crate::ErrorKind::TimedOut) if nobody created it in
+    /// time.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use typed_shm::SharedMemory;
+    /// # let key = format!("doc-wait-creation-{}", std::process::id());
+    /// std::thread::scope(|s| {
+    ///     let consumer = s.spawn(|| {
+    ///         SharedMemory::<u64>::options()
+    ///             .wait_for_creation(true)
+    ///             .timeout(Duration::from_secs(10))
+    ///             .attach(&key)
+    ///     });
+    ///     std::thread::sleep(Duration::from_millis(20)); // the producer starts later
+    ///     let producer = SharedMemory::<u64>::create(&key, 7).unwrap();
+    ///     let consumer = consumer.join().unwrap().unwrap();
+    ///     assert_eq!(*consumer.lock().unwrap(), 7);
+    ///     drop(producer);
+    /// });
+    /// ```
+    pub fn wait_for_creation(&mut self, on: bool) -> &mut Self {
+        self.wait_for_creation = on;
+        self
+    }
+
     fn settings(&self) -> Settings {
         Settings {
             mode: self.mode,
             timeout: self.timeout,
+            trusted: self.trusted.clone(),
+            group: self.group,
+            wait_for_creation: self.wait_for_creation,
         }
     }
 

@@ -7,7 +7,7 @@ use crate::error::{Error, ErrorKind};
 use crate::header::{
     self, Expected, HEADER_SIZE, Peeked, STATE_DESTROYED, STATE_INIT, STATE_READY, Validated,
 };
-use crate::sys::{Call, Mapping, OfdLock, OsError, ShmFile, Stat};
+use crate::sys::{Call, DirWatch, Mapping, OfdLock, OsError, ShmFile, Stat};
 
 /// How long an attacher waits for a segment that is being initialized or
 /// removed, and the error it gives when the time is up.
@@ -15,6 +15,11 @@ struct Patience<'a> {
     cx: Ctx<'a>,
     deadline: Instant,
     timeout: Duration,
+    /// Owners besides this user whose segments are accepted.
+    trusted: &'a [u32],
+    /// With `wait_for_creation`: the watch that wakes us when the name
+    /// appears.
+    watch: Option<DirWatch>,
 }
 
 impl Patience<'_> {
@@ -48,10 +53,18 @@ impl Segment {
         if expected.elem_size == 0 {
             return Err(cx.error(ErrorKind::InvalidSize, ": a zero-sized type holds no data"));
         }
+        let deadline = Instant::now() + settings.timeout;
+        // Watch before the first look, so a creation in between wakes us.
+        let watch = match settings.wait_for_creation {
+            true => Some(DirWatch::dev_shm().map_err(|e| cx.os(e))?),
+            false => None,
+        };
         let patience = Patience {
             cx,
-            deadline: Instant::now() + settings.timeout,
+            deadline,
             timeout: settings.timeout,
+            trusted: &settings.trusted,
+            watch,
         };
         let mut attempt = 0;
         loop {
@@ -83,10 +96,24 @@ impl Segment {
 /// waited a little, try again.
 fn open_locked(patience: &Patience<'_>, name: &Name, attempt: u32) -> Result<Option<(ShmFile, Stat)>, Error> {
     let cx = patience.cx;
-    let file = ShmFile::open(&name.cname, false, 0).map_err(|e| cx.os(e))?;
+    let file = match ShmFile::open(&name.cname, false, 0) {
+        Ok(file) => file,
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) && patience.watch.is_some() => {
+            let watch = patience.watch.as_ref().expect("checked above");
+            let file_name = name.native.trim_start_matches('/');
+            if !watch
+                .wait_for(file_name, patience.deadline)
+                .map_err(|e| cx.os(e))?
+            {
+                return Err(patience.timed_out("was not created by any process"));
+            }
+            return Ok(None);
+        }
+        Err(e) => return Err(cx.os(e)),
+    };
     // The size is final once a creator has sized the object, and one
     // that is still 0 is retried below.
-    let st = check_owner(cx, &file)?;
+    let st = check_owner(cx, &file, patience.trusted)?;
     if !file.lock(OfdLock::Read).map_err(|e| cx.os(e))? {
         // A creator is initializing it, or the last handle is removing it.
         patience.again(
@@ -148,8 +175,10 @@ fn is_ready(
             if name.refers_to(st) {
                 return Err(cx.error(
                     ErrorKind::NotFound,
-                    " was being removed by a process that died doing so; create or \
-                     open_or_create makes a new one",
+                    " was destroyed by its last user, who could not remove its name (a \
+                     process that died while removing it, or a user other than the owner: \
+                     /dev/shm is sticky); the owner's create or open_or_create makes a new \
+                     one",
                 ));
             }
             // Its last handle removed it while we opened it: start over.

@@ -53,7 +53,7 @@ impl Segment {
         // From here on, a failure removes what this call created — if the
         // name still refers to it.
         let (file, mut cleanup) = open_new(cx, &name, expected, mode, deadline)?;
-        reserve(cx, &file, &cleanup.stat, mode, sizes.total as u64)?;
+        reserve(cx, &file, &cleanup.stat, mode, settings.group, sizes.total as u64)?;
         let map = initialize(cx, &file, expected, sizes, elem_count, write_data)?;
         let layout = Validated {
             data_offset: sizes.data_offset as u64,
@@ -166,7 +166,30 @@ fn lock_new(cx: Ctx<'_>, file: &ShmFile, deadline: Instant) -> Result<(), Error>
 }
 
 /// Gives the new object its exact mode and reserves its `total` bytes.
-fn reserve(cx: Ctx<'_>, file: &ShmFile, stat: &Stat, mode: u32, total: u64) -> Result<(), Error> {
+fn reserve(
+    cx: Ctx<'_>,
+    file: &ShmFile,
+    stat: &Stat,
+    mode: u32,
+    group: Option<u32>,
+    total: u64,
+) -> Result<(), Error> {
+    if let Some(gid) = group {
+        // Before the mode: a change of group may clear set-id bits.
+        file.fchown_group(gid).map_err(|e| {
+            if e.raw_os_error() == Some(libc::EPERM) {
+                cx.error(
+                    ErrorKind::PermissionDenied,
+                    format_args!(
+                        ": cannot give the segment to group {gid}: this user is not a member of it \
+                         (only root may choose any group)"
+                    ),
+                )
+            } else {
+                cx.os(e)
+            }
+        })?;
+    }
     // The umask may have cleared bits of the mode given to shm_open; set
     // the exact mode unless it came out right (it usually does for 0600).
     if stat.mode != mode {
@@ -267,7 +290,9 @@ fn reclaim(key: &str, native: &str, cname: &CString, expected: &Expected) -> Res
             return Err(exists(&format!(" but cannot be opened as a segment: {why}")));
         }
     };
-    let st = match check_owner(cx, &fd) {
+    // Only this user's own stale segments are reclaimed (trusted owners'
+    // are theirs to remove).
+    let st = match check_owner(cx, &fd, &[]) {
         Ok(st) => st,
         Err(e) => return Err(exists(&format!(" and is not ours to reuse: {e}"))),
     };

@@ -48,10 +48,16 @@ mod slots;
 pub(crate) use slots::count_others;
 
 /// Settings for creating and attaching.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Settings {
     pub mode: u32,
     pub timeout: Duration,
+    /// Owners besides this process's user whose segments `attach` accepts.
+    pub trusted: Vec<u32>,
+    /// `create`: the object's group.
+    pub group: Option<u32>,
+    /// `attach`: wait (up to `timeout`) for a segment that does not exist yet.
+    pub wait_for_creation: bool,
 }
 
 /// Builds the errors of one segment: every message names the key, given
@@ -136,7 +142,7 @@ fn sleep_backoff(attempt: u32) {
 }
 
 /// Checks that `file` is a regular file owned by this user; returns its stat.
-fn check_owner(cx: Ctx<'_>, file: &ShmFile) -> Result<Stat, Error> {
+fn check_owner(cx: Ctx<'_>, file: &ShmFile, trusted: &[u32]) -> Result<Stat, Error> {
     let st = file.stat().map_err(|e| cx.os(e))?;
     if !st.regular {
         return Err(cx.error(
@@ -145,13 +151,14 @@ fn check_owner(cx: Ctx<'_>, file: &ShmFile) -> Result<Stat, Error> {
         ));
     }
     let me = sys::effective_uid(st.uid);
-    if st.uid != me {
+    if st.uid != me && !trusted.contains(&st.uid) {
         return Err(cx.error(
             ErrorKind::PermissionDenied,
             format_args!(
                 " belongs to uid {}, not to this process's user (uid {me}); its contents are not \
-                 trusted (another user may have created it first)",
-                st.uid
+                 trusted (another user may have created it first): if that user is meant to \
+                 create it, attach with Options::trust_owner({})",
+                st.uid, st.uid
             ),
         ));
     }

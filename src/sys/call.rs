@@ -12,6 +12,7 @@ pub(crate) enum Call {
     ShmUnlink,
     Fstat,
     Fchmod,
+    Fchown,
     Fallocate,
     Pread,
     /// `fcntl(F_OFD_SETLK)`: set, convert or release an OFD lock.
@@ -20,6 +21,8 @@ pub(crate) enum Call {
     OfdGetLock,
     Mmap,
     Mprotect,
+    /// `inotify_init1`, `inotify_add_watch`, `poll` or `read` on the watch.
+    Inotify,
 }
 
 impl fmt::Display for Call {
@@ -30,12 +33,14 @@ impl fmt::Display for Call {
             Call::ShmUnlink => "shm_unlink",
             Call::Fstat => "fstat",
             Call::Fchmod => "fchmod",
+            Call::Fchown => "fchown",
             Call::Fallocate => "posix_fallocate",
             Call::Pread => "pread",
             Call::OfdSetLock => "fcntl(F_OFD_SETLK)",
             Call::OfdGetLock => "fcntl(F_OFD_GETLK)",
             Call::Mmap => "mmap",
             Call::Mprotect => "mprotect",
+            Call::Inotify => "inotify",
         })
     }
 }

@@ -139,6 +139,16 @@ impl ShmFile {
         Ok(())
     }
 
+    /// Gives the object to group `gid` (the owner stays).
+    pub(crate) fn fchown_group(&self, gid: u32) -> OsResult<()> {
+        // SAFETY: fchown(2) requires an open fd: it is owned by `self`; a
+        // uid of -1 leaves the owner unchanged.
+        if unsafe { libc::fchown(self.fd.as_raw_fd(), u32::MAX, gid) } != 0 {
+            return Err(OsError::last(Call::Fchown));
+        }
+        Ok(())
+    }
+
     /// Reserves the blocks of `[0, len)` now, so a full file system is an
     /// error here instead of a SIGBUS at the first write. posix_fallocate(3)
     /// also sets the size: "If the size of the file is less than

@@ -19,10 +19,12 @@ mod file;
 pub(crate) mod futex;
 mod map;
 mod mutex;
+mod notify;
 mod thread;
 
 pub(crate) use call::*;
 pub(crate) use file::*;
 pub(crate) use map::*;
 pub(crate) use mutex::*;
+pub(crate) use notify::*;
 pub(crate) use thread::*;
