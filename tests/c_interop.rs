@@ -552,3 +552,42 @@ fn c_attach_errors_and_liveness() {
     c.wait_success();
     keys.finish();
 }
+
+/// The offsets `include/typed_shm.h` uses are the ones SPEC.md's header
+/// table gives, field by field (both are read as text here: a field renamed
+/// or moved in one and not the other fails).
+#[test]
+fn the_c_header_offsets_match_spec_md() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let spec = std::fs::read_to_string(root.join("SPEC.md")).unwrap();
+    let header = std::fs::read_to_string(root.join("include/typed_shm.h")).unwrap();
+    let table: Vec<(String, u64)> = spec
+        .lines()
+        .filter_map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            let offset = cells.get(1)?.parse().ok()?;
+            let field = cells.get(3)?.strip_prefix('`')?.strip_suffix('`')?;
+            Some((field.to_string(), offset))
+        })
+        .collect();
+    assert!(table.len() >= 20, "SPEC.md's header table: {table:?}");
+    let defines: Vec<(String, u64)> = header
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("#define TSHM__OFF_")?;
+            let (name, value) = rest.split_once(' ')?;
+            Some((name.to_lowercase(), value.trim().parse().ok()?))
+        })
+        .collect();
+    assert!(defines.len() >= 20, "the header's offsets: {defines:?}");
+    for (name, offset) in &defines {
+        let in_spec = table.iter().find(|(f, _)| f == name);
+        assert_eq!(
+            in_spec.map(|(_, o)| *o),
+            Some(*offset),
+            "field {name}: offset {offset} in typed_shm.h"
+        );
+    }
+    assert!(spec.contains("Fixed part, 576 bytes"));
+    assert!(header.contains("#define TSHM_HEADER_SIZE 576"));
+}
