@@ -817,13 +817,19 @@ static inline int tshm_detach(tshm_segment *seg) {
 /**
  * Live attachments to the segment, in every process and language, this one
  * included (counted by the kernel's locks on the attachment slots, so a
- * killed process is never counted). Returns the count (>= 1), or TSHM_E_OS.
- * Thread-safe.
+ * killed process is never counted). Returns the count (>= 1), or
+ * TSHM_E_OS / TSHM_E_RESOURCES. Thread-safe.
  */
 static inline long tshm_attach_count(const tshm_segment *seg) {
+    /* Each query finds one lock held by another description in a range (any
+     * one) or proves the range free; the parts on either side of a found
+     * lock are searched again. */
     long count = 0;
-    long ranges[64][2];
-    int n = 0;
+    size_t n = 0, cap = 16;
+    long (*ranges)[2] = malloc(cap * sizeof *ranges);
+    if (ranges == NULL) {
+        return TSHM_E_RESOURCES;
+    }
     ranges[n][0] = TSHM__SLOT_BASE;
     ranges[n][1] = TSHM__SLOT_BASE + TSHM__MAX_SLOTS;
     n++;
@@ -840,6 +846,7 @@ static inline long tshm_attach_count(const tshm_segment *seg) {
         fl.l_start = start;
         fl.l_len = end - start;
         if (fcntl(seg->fd, F_OFD_GETLK, &fl) != 0) {
+            free(ranges);
             return TSHM_E_OS;
         }
         if (fl.l_type == F_UNLCK) {
@@ -848,8 +855,14 @@ static inline long tshm_attach_count(const tshm_segment *seg) {
         count++;
         long at = (long)fl.l_start;
         long at_end = fl.l_len == 0 ? end : at + (long)fl.l_len;
-        if (n + 2 > 64) {
-            return TSHM_E_RESOURCES;
+        if (n + 2 > cap) {
+            long (*more)[2] = realloc(ranges, 2 * cap * sizeof *ranges);
+            if (more == NULL) {
+                free(ranges);
+                return TSHM_E_RESOURCES;
+            }
+            ranges = more;
+            cap *= 2;
         }
         ranges[n][0] = start;
         ranges[n][1] = at > start ? at : start;
@@ -858,6 +871,7 @@ static inline long tshm_attach_count(const tshm_segment *seg) {
         ranges[n][1] = end;
         n++;
     }
+    free(ranges);
     return count + 1;
 }
 

@@ -541,6 +541,14 @@ fn c_attach_errors_and_liveness() {
     assert_eq!(shm.attach_count(), 3);
     c.send("count");
     c.expect("count 3");
+    // Many handles: the count splits the slot range around each one found.
+    let many: Vec<_> = (0..40)
+        .map(|_| SharedMemory::<Row>::attach(&row).unwrap())
+        .collect();
+    c.send("count");
+    c.expect("count 43");
+    assert_eq!(shm.attach_count(), 43);
+    drop(many);
     drop(second);
     shm.detach().unwrap();
     c.send("count");
@@ -590,4 +598,39 @@ fn the_c_header_offsets_match_spec_md() {
     }
     assert!(spec.contains("Fixed part, 576 bytes"));
     assert!(header.contains("#define TSHM_HEADER_SIZE 576"));
+}
+
+/// A C process in another PID namespace than the segment's creator is
+/// refused with `TSHM_E_PID_NAMESPACE` (robust locks name their owners by
+/// thread id, which repeat across PID namespaces). Needs root, for a new PID
+/// namespace (`unshare --pid --fork`).
+#[test]
+fn a_c_process_in_another_pid_namespace_is_refused() {
+    const TEST: &str = "a_c_process_in_another_pid_namespace_is_refused";
+    if !common::require_root(TEST, "a new PID namespace") {
+        return;
+    }
+    let key = unique_key("c-pidns");
+    let keys = Keys::new(&[&key]);
+    let shm = SharedMemory::<Row>::create(&key, [0; 16]).unwrap();
+    let program = c_program("attach_check");
+    let fp = hex(Row::FINGERPRINT);
+    let result = Command::new("unshare")
+        .args(["--pid", "--fork"])
+        .arg(&program)
+        .args([key.as_str(), &fp, "128", "8", "0", "1"])
+        .stdin(Stdio::null())
+        .output();
+    let Ok(output) = result else {
+        common::skip(TEST, "the unshare command (util-linux) is not installed");
+        return;
+    };
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        "attach PID_NAMESPACE desc="
+    );
+    assert_eq!(shm.attach_count(), 1, "the refused process holds nothing");
+    drop(shm);
+    keys.finish();
 }
