@@ -162,21 +162,7 @@ impl<T: ?Sized + ShmData, A: Access> Drop for Guard<'_, T, A> {
             return;
         }
         if self.private.is_some() {
-            // A transactional write guard: publish the private copy on a
-            // normal drop after a write; discard it on a panic (or after
-            // `rollback`, which clears `wrote`).
-            let publish = self.wrote && !std::thread::panicking();
-            let src = self.data.as_ptr().cast::<u8>().cast_const();
-            if publish && let Some((_, buf)) = self.private {
-                // We hold the lock: the count moves only through us now.
-                buf.mark_committed(self.mutex.txn_commits().load(Ordering::Relaxed) + 1);
-            }
-            // SAFETY: ShmMutex::unlock_txn requires that the calling thread
-            // holds the lock (as below) and, when publishing, `data_len()`
-            // readable bytes at `src` outside the segment: after a write,
-            // `data` is the private buffer (`first_write`), of the data's
-            // size (`new`'s contract).
-            unsafe { self.mutex.unlock_txn(publish.then_some(src)) };
+            self.drop_transactional();
             return;
         }
         let poison = self.poison_on_panic && std::thread::panicking();
@@ -188,6 +174,27 @@ impl<T: ?Sized + ShmData, A: Access> Drop for Guard<'_, T, A> {
 }
 
 impl<T: ?Sized + ShmData, A: Access> Guard<'_, T, A> {
+    /// The drop of a transactional write guard (out of line, so that other
+    /// guards' drops stay small): publish the private copy on a normal drop
+    /// after a write; discard it on a panic (or after `rollback`, which
+    /// clears `wrote`).
+    #[inline(never)]
+    fn drop_transactional(&mut self) {
+        let publish = self.wrote && !std::thread::panicking();
+        let src = self.data.as_ptr().cast::<u8>().cast_const();
+        if publish && let Some((_, buf)) = self.private {
+            // We hold the lock: the count moves only through us now.
+            buf.mark_committed(self.mutex.txn_commits().load(Ordering::Relaxed) + 1);
+        }
+        // SAFETY: ShmMutex::unlock_txn requires that the calling thread holds
+        // the lock (a guard exists only while its thread holds it: `new`'s
+        // contract; guards are `!Send`; this is the guard's only release)
+        // and, when publishing, `data_len()` readable bytes at `src` outside
+        // the segment: after a write, `data` is the private buffer
+        // (`first_write`), of the data's size (`new`'s contract).
+        unsafe { self.mutex.unlock_txn(publish.then_some(src)) };
+    }
+
     /// The first `DerefMut`: a write begins. In a transactional segment the
     /// guard switches to its private copy of the committed data; otherwise
     /// the sequence word says a write is in progress.

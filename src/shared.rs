@@ -201,7 +201,9 @@ impl<T: ?Sized + ShmData, A: Access> SharedMemory<T, A> {
 
     /// For a guard of a transactional segment (the lock is held): the
     /// committed buffer, and the private buffer of a write handle.
-    #[inline]
+    // Out of line: the lock path of segments that are not transactional
+    // stays small.
+    #[inline(never)]
     fn txn_pointers(&self) -> (NonNull<T>, Option<(NonNull<T>, &PrivateBuf)>) {
         let seq = self.mutex.seq().load(std::sync::atomic::Ordering::Relaxed);
         let (committed, _) = self.mutex.txn_buffers(seq).expect("a transactional segment");

@@ -374,7 +374,9 @@ impl ShmMutex {
     /// - The calling thread must hold the lock;
     /// - `publish`, if given, must point to `data_len()` readable bytes that
     ///   do not overlap the segment.
-    #[inline]
+    // Out of line: guard drops of segments that are not transactional stay
+    // small.
+    #[inline(never)]
     pub(crate) unsafe fn unlock_txn(&self, publish: Option<*const u8>) {
         if let Some(src) = publish {
             let s = self.seq().load(Ordering::Relaxed);
