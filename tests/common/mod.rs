@@ -507,3 +507,38 @@ pub fn blocked_in_futex(pid: i32, tid: i32) -> bool {
         .is_ok_and(|s| s.split(' ').next() == Some(&libc::SYS_futex.to_string()));
     sleeping && in_futex
 }
+
+/// Runs the example binary `name` (cargo builds examples before tests) with
+/// `args` to its end, at most `timeout`; returns how it ended, what it
+/// printed on standard output, and its pid. Kills it and panics if it does
+/// not end.
+pub fn run_example(name: &str, args: &[&str], timeout: Duration) -> (std::process::ExitStatus, String, u32) {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe.parent().and_then(|deps| deps.parent()).expect("target dir");
+    let example = dir.join("examples").join(name);
+    assert!(
+        example.exists(),
+        "{} was not built: run `cargo test --workspace`, which builds the examples",
+        example.display()
+    );
+    let mut child = Command::new(&example)
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the example");
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("the {name} example did not finish within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut out = String::new();
+    std::io::Read::read_to_string(child.stdout.as_mut().expect("piped stdout"), &mut out)
+        .expect("read stdout");
+    (status, out, child.id())
+}
