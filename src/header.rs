@@ -722,6 +722,68 @@ mod tests {
         validate("k", bytes, len, e).err().map(|e| e.kind())
     }
 
+    /// SPEC.md's header table (offset, size, field) is the layout of
+    /// `Header`, field by field, and lists every field this code has.
+    #[test]
+    fn spec_md_header_table_matches_the_code() {
+        let spec = include_str!("../SPEC.md");
+        let fields: &[(&str, usize, usize)] = &[
+            ("magic", offset_of!(Header, magic), 8),
+            ("version", offset_of!(Header, version), 4),
+            ("header_size", offset_of!(Header, header_size), 4),
+            ("abi", offset_of!(Header, abi), 24),
+            ("data_offset", offset_of!(Header, data_offset), 8),
+            ("data_len", offset_of!(Header, data_len), 8),
+            ("elem_size", offset_of!(Header, elem_size), 8),
+            ("elem_align", offset_of!(Header, elem_align), 8),
+            ("elem_count", offset_of!(Header, elem_count), 8),
+            ("fingerprint", offset_of!(Header, fingerprint), 8),
+            ("flags", offset_of!(Header, flags), 4),
+            ("desc_len", offset_of!(Header, desc_len), 4),
+            ("desc", offset_of!(Header, desc), DESC_CAP),
+            ("state", offset_of!(Header, state), 4),
+            ("attach_count", offset_of!(Header, attach_count), 4),
+            ("mutex", offset_of!(Header, mutex), 48),
+            ("holder", offset_of!(Header, holder), 8),
+            ("poisoned", offset_of!(Header, poisoned), 4),
+            ("pid_ns", offset_of!(Header, pid_ns), 16),
+            ("seq", offset_of!(Header, seq), 8),
+            ("waiters", offset_of!(Header, waiters), 4),
+            ("poison_seen", offset_of!(Header, poison_seen), 4),
+            ("txn_commits", offset_of!(Header, txn_commits), 8),
+        ];
+        let rows: Vec<(usize, usize, &str)> = spec
+            .lines()
+            .filter_map(|l| {
+                let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+                let (off, size, name) = (cells.get(1)?, cells.get(2)?, cells.get(3)?);
+                let name = name.strip_prefix('`')?.strip_suffix('`')?;
+                Some((off.parse().ok()?, size.parse().ok()?, name))
+            })
+            .collect();
+        for &(name, offset, size) in fields {
+            let row = rows.iter().find(|r| r.2 == name);
+            assert_eq!(row, Some(&(offset, size, name)), "SPEC.md's row for `{name}`");
+        }
+        let documented: Vec<&str> = rows.iter().map(|r| r.2).collect();
+        for name in &documented {
+            assert!(
+                fields.iter().any(|f| f.0 == *name),
+                "SPEC.md documents `{name}`, the code has no such field"
+            );
+        }
+        assert!(spec.contains(&format!("| 12 | 4 | `header_size` | `{HEADER_SIZE}` |")));
+        assert!(spec.contains(&format!("| 8 | 4 | `version` | `{VERSION}` |")));
+        // The golden fingerprints SPEC.md gives for implementers.
+        let telemetry = crate::FingerprintBuilder::new("Telemetry", 40, 8)
+            .field("seq", 0, <u64 as crate::ShmSafe>::FINGERPRINT)
+            .field("temps", 8, <[f32; 8] as crate::ShmSafe>::FINGERPRINT)
+            .finish();
+        assert!(spec.contains(&format!("`{telemetry:#018x}`")), "{telemetry:#018x}");
+        let u64_fp = <u64 as crate::ShmSafe>::FINGERPRINT;
+        assert!(spec.contains(&format!("`{u64_fp:#018x}`")), "{u64_fp:#018x}");
+    }
+
     #[test]
     fn a_fresh_header_validates() {
         let (b, len) = good();
