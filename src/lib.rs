@@ -211,6 +211,16 @@
 //! program's source: [`inspect`] opens, lists and removes segments without a
 //! `T`, and the `tshm` command (package `typed-shm-cli`) is built on it.
 //!
+//! # The segment format, and other languages
+//!
+//! The format is published, normative and versioned, in
+//! [`SPEC.md`](https://github.com/typed-shm/typed-shm/blob/main/SPEC.md):
+//! names, every header field and offset (checked against this code by a
+//! test), the stored layout, the lock, poison, commits and waiting, liveness
+//! and transactional buffers. A header-only C library (`include/typed_shm.h`)
+//! and a pure-Python package (`python/`) implement it, and the test suite
+//! runs them against Rust processes.
+//!
 //! # Coming from Qt
 //!
 //! | QSharedMemory | typed-shm |
