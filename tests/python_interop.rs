@@ -626,3 +626,40 @@ fn python_takes_part_in_liveness_and_its_last_detach_removes_the_segment() {
     );
     keys.finish();
 }
+
+/// `snapshot_numpy()` gives the same bytes as the data, a structured dtype
+/// with the struct's field names and the integers of the Rust value, and a
+/// `(len,)` array for a slice. numpy is optional for the package: without
+/// it this test is skipped (and fails in CI, whose `.ci/run` installs it).
+#[test]
+fn python_numpy_view_matches_the_snapshot() {
+    const TEST: &str = "python_numpy_view_matches_the_snapshot";
+    let key = unique_key("py-numpy");
+    let skey = unique_key("py-numpy-slice");
+    let keys = Keys::new(&[&key, &skey]);
+    let value = sample();
+    let shm = SharedMemory::<Sample>::create(&key, value).unwrap();
+    let points: Vec<Point> = (0..5)
+        .map(|i| Point {
+            x: f64::from(i),
+            y: 0.5,
+        })
+        .collect();
+    let slice = SharedMemory::<[Point]>::create_slice(&skey, 5, points[0]).unwrap();
+    slice.lock().unwrap().copy_from_slice(&points);
+    for (k, expected, want) in [
+        (&key, py_sample(&value), "ok numpy ()"),
+        (&skey, py_points(&points), "ok numpy (5,)"),
+    ] {
+        let mut py = Py::spawn(&["numpy", k, &expected]);
+        let line = py.line();
+        py.wait_success();
+        if line == "numpy-skipped" {
+            common::skip(TEST, "numpy is not installed (pip install numpy)");
+            break;
+        }
+        assert_eq!(line, want);
+    }
+    drop((shm, slice));
+    keys.finish();
+}

@@ -335,6 +335,30 @@ def cmd_unit(_key):
     say("ok")
 
 
+def cmd_numpy(key, expected):
+    """The numpy view equals the snapshot: the same bytes, the same field
+    names, the same integers. Says "numpy-skipped" without numpy."""
+    try:
+        import numpy as np  # noqa: F401
+    except ImportError:
+        say("numpy-skipped")
+        return
+    want = ast.literal_eval(expected)
+    with typed_shm.attach(key) as h:
+        arr = h.snapshot_numpy()
+        data, _, _ = h._read(None)
+        check(arr.tobytes() == bytes(data), "numpy bytes differ from the data")
+        check(arr.dtype.itemsize == h.size // h.len, "itemsize %d" % arr.dtype.itemsize)
+        if isinstance(want, dict):
+            check(list(arr.dtype.names) == list(want), "names %r" % (arr.dtype.names,))
+            for name, value in want.items():
+                if isinstance(value, int):
+                    check(arr[name].item() == value, "field %s: %r != %r" % (name, arr[name].item(), value))
+        else:
+            check(arr.shape == (len(want),), "shape %r" % (arr.shape,))
+        say("ok numpy", arr.shape)
+
+
 def main():
     cmd, key, args = sys.argv[1], sys.argv[2], sys.argv[3:]
     globals()["cmd_" + cmd.replace("-", "_")](key, *args)

@@ -518,6 +518,36 @@ class Handle:
             )
         return value
 
+    def numpy_dtype(self):
+        """The element's numpy dtype, built from the stored layout (a
+        structured dtype for a struct, with the same field names and
+        offsets). Needs numpy (optional: the rest of the package does not
+        use it)."""
+        import numpy as np
+
+        return L.numpy_dtype(self._layout, np)
+
+    def snapshot_numpy(self, timeout=None):
+        """Like :meth:`snapshot`, as a numpy array of :meth:`numpy_dtype`:
+        shape ``()`` for a single value, ``(len,)`` for a slice. The array
+        owns a copy; raises :class:`PoisonedError` (with the array as
+        ``value``) as :meth:`snapshot` does."""
+        import numpy as np
+
+        dtype = L.numpy_dtype(self._layout, np)
+        data, version, poisoned = self._read(timeout)
+        arr = np.frombuffer(bytes(data), dtype=dtype).copy()
+        if not self._info["slice"]:
+            arr = arr.reshape(())
+        if poisoned:
+            raise PoisonedError(
+                "segment %r is poisoned: a holder died or abandoned a write; the value may be "
+                "half-written (clear_poison() once it is repaired)" % self._key,
+                arr,
+                version,
+            )
+        return arr
+
     def _read(self, timeout):
         m = self._live()
         seq, base, n = m.seq, m.base, self._data_len

@@ -308,3 +308,27 @@ def _field_getter(v, path):
 
         return get
     raise TypeError("%s: a struct takes a dict of its fields, not %r" % (path, type(v).__name__))
+
+
+def numpy_dtype(layout, np):
+    """The numpy dtype of ``layout`` (a structured dtype for a struct, a
+    subarray for an array), in the machine's byte order. 128-bit integers
+    have no numpy type: :class:`Error` ``Unknown``."""
+    if isinstance(layout, Primitive):
+        kind = layout.kind
+        if kind in ("u128", "i128"):
+            raise Error("Unknown", "numpy has no %s type" % kind)
+        if kind in ("usize", "isize"):
+            kind = ("u" if kind == "usize" else "i") + str(8 * layout.size)
+        letter = {"u": "u", "i": "i", "f": "f"}[kind[0]]
+        return np.dtype("=%s%d" % (letter, int(kind[1:]) // 8))
+    if isinstance(layout, Array):
+        return np.dtype((numpy_dtype(layout.element, np), (layout.len,)))
+    return np.dtype(
+        {
+            "names": [f[0] for f in layout.fields],
+            "formats": [numpy_dtype(f[2], np) for f in layout.fields],
+            "offsets": [f[1] for f in layout.fields],
+            "itemsize": layout.size,
+        }
+    )
