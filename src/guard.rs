@@ -8,7 +8,6 @@ use std::ptr::NonNull;
 
 use crate::data::{Access, ReadWrite, ShmData};
 use crate::sync::ShmMutex;
-use crate::txn::PrivateBuf;
 use std::sync::atomic::Ordering;
 
 /// Holds a segment's lock; dereferences to the shared data. Dropping it
@@ -65,13 +64,13 @@ pub struct Guard<'a, T: ?Sized + ShmData, A: Access = ReadWrite> {
     /// The lock this guard holds.
     mutex: &'a ShmMutex,
     /// The data the lock guards (for a write guard of a transactional
-    /// segment: the committed buffer until the first `DerefMut`, then
-    /// `private`).
+    /// segment: the committed buffer until the first `DerefMut`, then the
+    /// private buffer).
     data: NonNull<T>,
-    /// Write guards of transactional segments: the handle's private buffer
-    /// (as a `T`, and as the buffer), where the changes are made until the
-    /// drop publishes them.
-    private: Option<(NonNull<T>, &'a PrivateBuf)>,
+    /// A write guard of a transactional segment: its changes are made in
+    /// the handle's private buffer (the mutex's) until the drop publishes
+    /// them.
+    txn: bool,
     /// Poison on drop if the thread is panicking (write guards that were not
     /// taken during a panic).
     poison_on_panic: bool,
@@ -98,22 +97,18 @@ impl<'a, T: ?Sized + ShmData, A: Access> Guard<'a, T, A> {
     ///   holding a valid `T` (every byte pattern is one: `ShmSafe`), valid
     ///   for reads for `'a` — and for writes if `A` is [`ReadWrite`] — and
     ///   reached by nobody else while `mutex` is held.
-    /// - `private`, given for a write guard of a transactional segment (and
-    ///   only then), must point to a buffer of the same size, aligned for
-    ///   `T`, valid for reads and writes for `'a`, that nothing else uses
-    ///   while `mutex` is held, and not overlapping the segment.
+    /// - `txn`, for a write guard of a transactional segment (and only
+    ///   then): `mutex` has the handle's private buffer, of the data's size,
+    ///   aligned for `T`, that nothing but the lock's holder uses, outside
+    ///   the segment; `data` is the committed buffer.
     #[inline(always)]
-    pub(crate) unsafe fn new(
-        mutex: &'a ShmMutex,
-        data: NonNull<T>,
-        private: Option<(NonNull<T>, &'a PrivateBuf)>,
-    ) -> Self {
+    pub(crate) unsafe fn new(mutex: &'a ShmMutex, data: NonNull<T>, txn: bool) -> Self {
         Guard {
             mutex,
             data,
-            private,
+            txn,
             // A transactional segment is never poisoned: a panic discards.
-            poison_on_panic: A::WRITABLE && private.is_none() && !std::thread::panicking(),
+            poison_on_panic: A::WRITABLE && !txn && !std::thread::panicking(),
             wrote: false,
             _not_send: PhantomData,
             _access: PhantomData,
@@ -161,7 +156,7 @@ impl<T: ?Sized + ShmData, A: Access> Drop for Guard<'_, T, A> {
             // parent's thread; its words are not ours to touch.
             return;
         }
-        if self.private.is_some() {
+        if self.txn {
             self.drop_transactional();
             return;
         }
@@ -182,7 +177,7 @@ impl<T: ?Sized + ShmData, A: Access> Guard<'_, T, A> {
     fn drop_transactional(&mut self) {
         let publish = self.wrote && !std::thread::panicking();
         let src = self.data.as_ptr().cast::<u8>().cast_const();
-        if publish && let Some((_, buf)) = self.private {
+        if publish && let Some(buf) = self.mutex.private() {
             // We hold the lock: the count moves only through us now.
             buf.mark_committed(self.mutex.txn_commits().load(Ordering::Relaxed) + 1);
         }
@@ -201,10 +196,20 @@ impl<T: ?Sized + ShmData, A: Access> Guard<'_, T, A> {
     #[inline]
     fn first_write(&mut self) {
         self.wrote = true;
-        let Some((private, buf)) = self.private else {
-            self.mutex.begin_write();
-            return;
+        let buf = match self.mutex.private() {
+            Some(buf) if self.txn => buf,
+            _ => {
+                self.mutex.begin_write();
+                return;
+            }
         };
+        // SAFETY: NonNull::as_ref requires a valid, aligned `T` with no
+        // `&mut T` alive: `data` is the committed buffer (`new`'s contract),
+        // and `&mut self` excludes every other reference from this guard.
+        let len = size_of_val(unsafe { self.data.as_ref() });
+        let count = len / size_of::<T::Element>();
+        let private = T::from_raw_parts(buf.as_ptr().cast(), count);
+        let private = NonNull::new(private).expect("a heap buffer is never at address 0");
         // We hold the lock: the commit count cannot move meanwhile.
         if buf.holds(self.mutex.txn_commits().load(Ordering::Relaxed)) {
             // This handle published the last commit from this buffer, which
@@ -214,15 +219,11 @@ impl<T: ?Sized + ShmData, A: Access> Guard<'_, T, A> {
             return;
         }
         buf.mark_dirty();
-        // SAFETY: NonNull::as_ref requires a valid, aligned `T` with no
-        // `&mut T` alive: `data` is the committed buffer (`new`'s contract),
-        // and `&mut self` excludes every other reference from this guard.
-        let len = size_of_val(unsafe { self.data.as_ref() });
         // SAFETY: copy_nonoverlapping requires a source valid for reads and a
         // destination valid for writes of `len` bytes that do not overlap:
         // the committed buffer in the segment (unchanged while we hold the
-        // lock) and the private buffer of the same size outside it (`new`'s
-        // contract).
+        // lock) and the handle's private buffer of the same size outside it
+        // (the mutex's, used only by the lock's holder).
         unsafe {
             std::ptr::copy_nonoverlapping(
                 self.data.as_ptr().cast::<u8>(),
@@ -267,7 +268,7 @@ impl<T: ?Sized + ShmData> Guard<'_, T, ReadWrite> {
     /// ```
     pub fn rollback(guard: Self) -> Result<(), Self> {
         let mut guard = guard;
-        if guard.private.is_none() {
+        if !guard.txn {
             return Err(guard);
         }
         guard.wrote = false;

@@ -282,21 +282,6 @@ impl Header {
     }
 }
 
-/// Pointers to the lock's words in a mapped header: the mutex, the holder's
-/// token and the `poisoned` flag, and the words of the sequence line (`seq`,
-/// `waiters`, `poison_seen`, `txn_commits`). All are aligned for their types (offsets
-/// asserted above, in a page-aligned mapping).
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct LockSlots {
-    pub mutex: *mut sys::RawMutexStorage,
-    pub holder: *const AtomicU64,
-    pub poisoned: *const AtomicU32,
-    pub seq: *const AtomicU64,
-    pub waiters: *const AtomicU32,
-    pub poison_seen: *const AtomicU32,
-    pub txn_commits: *const AtomicU64,
-}
-
 /// The fields of a mapped header that are used in place, after publication:
 /// `state` (atomic), and the lock's words. The one place that turns the
 /// offsets pinned above into pointers.
@@ -312,8 +297,8 @@ impl InPlace {
     /// `base` must start a live, page-aligned, read-write mapping of at least
     /// [`HEADER_SIZE`] bytes of a segment header, which stays mapped for as
     /// long as the value returned (or any copy of it) is used, and whose
-    /// `state`, `holder` and `poisoned` fields every process accesses only
-    /// atomically.
+    /// `state`, `holder`, `poisoned`, `seq`, `waiters`, `poison_seen` and
+    /// `txn_commits` fields every process accesses only atomically.
     pub(crate) unsafe fn new(base: *mut u8) -> Self {
         InPlace { base }
     }
@@ -328,18 +313,71 @@ impl InPlace {
         unsafe { AtomicU32::from_ptr(self.base.wrapping_add(offset_of!(Header, state)).cast()) }
     }
 
-    /// The lock's words (see [`LockSlots`]); the mutex slot is 8-aligned and
-    /// large enough for a `pthread_mutex_t` (asserted above).
-    pub(crate) fn lock_slots(&self) -> LockSlots {
-        LockSlots {
-            mutex: self.base.wrapping_add(offset_of!(Header, mutex)).cast(),
-            holder: self.base.wrapping_add(offset_of!(Header, holder)).cast(),
-            poisoned: self.base.wrapping_add(offset_of!(Header, poisoned)).cast(),
-            seq: self.base.wrapping_add(offset_of!(Header, seq)).cast(),
-            waiters: self.base.wrapping_add(offset_of!(Header, waiters)).cast(),
-            poison_seen: self.base.wrapping_add(offset_of!(Header, poison_seen)).cast(),
-            txn_commits: self.base.wrapping_add(offset_of!(Header, txn_commits)).cast(),
-        }
+    /// The atomic `u32` at `offset`, one of the fields named in `new`.
+    #[inline(always)]
+    fn u32_at(&self, offset: usize) -> &AtomicU32 {
+        // SAFETY: AtomicU32::from_ptr requires a 4-aligned pointer that is
+        // valid for reads and writes, and only accessed atomically, while the
+        // reference lives: callers pass the 4-aligned offsets of such fields
+        // (asserted above) in a page-aligned mapping that stays mapped
+        // (`new`'s contract).
+        unsafe { AtomicU32::from_ptr(self.base.wrapping_add(offset).cast()) }
+    }
+
+    /// The atomic `u64` at `offset`, one of the fields named in `new`.
+    #[inline(always)]
+    fn u64_at(&self, offset: usize) -> &AtomicU64 {
+        // SAFETY: as in `u32_at`, for the 8-aligned offsets of `u64` fields.
+        unsafe { AtomicU64::from_ptr(self.base.wrapping_add(offset).cast()) }
+    }
+
+    /// The holder's token.
+    #[inline(always)]
+    pub(crate) fn holder(&self) -> &AtomicU64 {
+        self.u64_at(offset_of!(Header, holder))
+    }
+
+    /// The sticky poison flag.
+    #[inline(always)]
+    pub(crate) fn poisoned(&self) -> &AtomicU32 {
+        self.u32_at(offset_of!(Header, poisoned))
+    }
+
+    /// The sequence word.
+    #[inline(always)]
+    pub(crate) fn seq(&self) -> &AtomicU64 {
+        self.u64_at(offset_of!(Header, seq))
+    }
+
+    /// The waiter count.
+    #[inline(always)]
+    pub(crate) fn waiters(&self) -> &AtomicU32 {
+        self.u32_at(offset_of!(Header, waiters))
+    }
+
+    /// The readers' copy of the poison flag.
+    #[inline(always)]
+    pub(crate) fn poison_seen(&self) -> &AtomicU32 {
+        self.u32_at(offset_of!(Header, poison_seen))
+    }
+
+    /// Transactional segments: the commit count.
+    #[inline(always)]
+    pub(crate) fn txn_commits(&self) -> &AtomicU64 {
+        self.u64_at(offset_of!(Header, txn_commits))
+    }
+
+    /// The address of the sequence word's low 32 bits (the futex word).
+    #[inline]
+    pub(crate) fn seq_futex(&self) -> *const u32 {
+        let low_half = if cfg!(target_endian = "little") { 0 } else { 4 };
+        self.base.wrapping_add(offset_of!(Header, seq) + low_half).cast()
+    }
+
+    /// The mutex slot: 8-aligned and large enough for a `pthread_mutex_t`
+    /// (asserted above).
+    pub(crate) fn mutex(&self) -> *mut sys::RawMutexStorage {
+        self.base.wrapping_add(offset_of!(Header, mutex)).cast()
     }
 }
 
@@ -779,7 +817,10 @@ mod tests {
             .field("seq", 0, <u64 as crate::ShmSafe>::FINGERPRINT)
             .field("temps", 8, <[f32; 8] as crate::ShmSafe>::FINGERPRINT)
             .finish();
-        assert!(spec.contains(&format!("`{telemetry:#018x}`")), "{telemetry:#018x}");
+        assert!(
+            spec.contains(&format!("`{telemetry:#018x}`")),
+            "{telemetry:#018x}"
+        );
         let u64_fp = <u64 as crate::ShmSafe>::FINGERPRINT;
         assert!(spec.contains(&format!("`{u64_fp:#018x}`")), "{u64_fp:#018x}");
     }

@@ -412,7 +412,7 @@ impl Segment {
             // - a mutex initialized by RawMutex::init: the creator did so
             //   before it published READY (loaded above with acquire);
             // - the header words that go with it, aligned and only accessed
-            //   atomically: `lock_slots` gives the fields pinned in `header`;
+            //   atomically: `InPlace` gives the fields pinned in `header`;
             // - that they stay mapped while the mutex lives: `Segment` drops
             //   `mutex` before `map`;
             // - for a transactional segment, its two buffers: `stride` apart
@@ -420,11 +420,12 @@ impl Segment {
             //   the mapping (validated), 8-aligned (page aligned).
             Some(unsafe {
                 ShmMutex::new(
-                    in_place.lock_slots(),
+                    in_place,
                     &described.key,
                     sys::fork_generation(),
                     buffers,
                     validated.data_len,
+                    None,
                 )
             })
         } else {

@@ -123,8 +123,6 @@ fn expected<T: ?Sized + ShmData>(transactional: bool) -> Result<Expected, Error>
 pub struct SharedMemory<T: ?Sized + ShmData, A: Access = ReadWrite> {
     mutex: ShmMutex,
     data: NonNull<T>,
-    /// Write handles of transactional segments: where a write guard works.
-    private: Option<PrivateBuf>,
     segment: Segment,
     _access: PhantomData<A>,
 }
@@ -145,6 +143,13 @@ impl<T: ?Sized + ShmData, A: Access> SharedMemory<T, A> {
         let buffers = segment
             .stride()
             .map(|stride| [segment.data_ptr(), segment.data_ptr().wrapping_add(stride)]);
+        let private = if A::WRITABLE && buffers.is_some() {
+            // The length was validated to fit this address space.
+            let buf = PrivateBuf::new(segment.data_len(), align_of::<T::Element>());
+            Some(buf.expect("a validated data length has a valid layout"))
+        } else {
+            None
+        };
         // SAFETY: ShmMutex::new requires:
         // - the mutex was initialized as a robust mutex by the creator before
         //   it published READY, and this handle validated the header;
@@ -161,24 +166,17 @@ impl<T: ?Sized + ShmData, A: Access> SharedMemory<T, A> {
         //   handle.
         let mutex = unsafe {
             ShmMutex::new(
-                segment.lock_slots(),
+                segment.in_place(),
                 segment.key(),
                 segment.fork_generation(),
                 buffers,
                 segment.data_len(),
+                private,
             )
         };
         let data = T::from_raw_parts(segment.data_ptr().cast(), segment.elem_count());
-        let private = if A::WRITABLE && buffers.is_some() {
-            // The length was validated to fit this address space.
-            let buf = PrivateBuf::new(segment.data_len(), align_of::<T::Element>());
-            Some(buf.expect("a validated data length has a valid layout"))
-        } else {
-            None
-        };
         SharedMemory {
             mutex,
-            private,
             data: NonNull::new(data).expect("a mapping is never at address 0"),
             segment,
             _access: PhantomData,
@@ -200,16 +198,16 @@ impl<T: ?Sized + ShmData, A: Access> SharedMemory<T, A> {
     }
 
     /// For a guard of a transactional segment (the lock is held): the
-    /// committed buffer, and the private buffer of a write handle.
+    /// committed buffer.
     // Out of line: the lock path of segments that are not transactional
     // stays small.
     #[inline(never)]
-    fn txn_pointers(&self) -> (NonNull<T>, Option<(NonNull<T>, &PrivateBuf)>) {
+    fn txn_pointers(&self) -> NonNull<T> {
         let seq = self.mutex.seq().load(std::sync::atomic::Ordering::Relaxed);
         let (committed, _) = self.mutex.txn_buffers(seq).expect("a transactional segment");
         let len = self.segment.elem_count();
         let at = |p: *mut u8| NonNull::new(T::from_raw_parts(p.cast(), len)).expect("never at address 0");
-        (at(committed), self.private.as_ref().map(|b| (at(b.as_ptr()), b)))
+        at(committed)
     }
 
     /// Whether the segment is transactional (chosen by its creator with
@@ -392,36 +390,46 @@ impl<T: ?Sized + ShmData, A: Access> SharedMemory<T, A> {
     #[inline(always)]
     pub fn lock(&self) -> LockResult<Guard<'_, T, A>> {
         self.check_not_inherited();
-        let outcome = self.mutex.lock();
-        self.guard(outcome).map_err(|e| match e {
-            TryLockError::Poisoned(p) => p,
-            _ => unreachable!("a blocking lock returns only when it holds the lock"),
-        })
+        match self.mutex.lock() {
+            Outcome::Locked => Ok(self.held_guard()),
+            Outcome::Poisoned => Err(PoisonError::new(self.held_guard(), self.key())),
+            Outcome::WouldBlock | Outcome::TimedOut => {
+                unreachable!("a blocking lock returns only when it holds the lock")
+            }
+        }
+    }
+
+    /// The guard of a lock that this thread has just acquired.
+    #[inline(always)]
+    fn held_guard(&self) -> Guard<'_, T, A> {
+        let (data, txn) = if self.mutex.is_transactional() {
+            (self.txn_pointers(), A::WRITABLE)
+        } else {
+            (self.data, false)
+        };
+        // SAFETY: Guard::new requires:
+        // - that this thread has just acquired `mutex`: this fn's callers
+        //   call it only after an acquisition (`Outcome::Locked` or
+        //   `Outcome::Poisoned`);
+        // - that `data` points to the data `mutex` guards, valid and aligned
+        //   for `T` while the borrow of `self` lasts, and writable if `A` is:
+        //   it points into this handle's mapping (validated length,
+        //   page-aligned start), which lives as long as `self`, mapped
+        //   PROT_READ only for `ReadOnly` handles (for a transactional
+        //   segment: the committed buffer, which does not change while the
+        //   lock is held);
+        // - `txn` only for a write handle of a transactional segment, whose
+        //   mutex has its own private buffer, of the data's size, aligned
+        //   for `T`, used only by the lock's holder.
+        unsafe { Guard::new(&self.mutex, data, txn) }
     }
 
     #[inline(always)]
     fn guard(&self, outcome: Outcome) -> TryLockResult<Guard<'_, T, A>> {
-        let (data, private) = match outcome {
-            Outcome::Locked | Outcome::Poisoned if self.mutex.is_transactional() => self.txn_pointers(),
-            _ => (self.data, None),
-        };
         match outcome {
-            // SAFETY: Guard::new requires:
-            // - that this thread has just acquired `mutex`: the outcome says so;
-            // - that `data` points to the data `mutex` guards, valid and
-            //   aligned for `T` while the borrow of `self` lasts, and writable
-            //   if `A` is: it points into this handle's mapping (validated
-            //   length, page-aligned start), which lives as long as `self`,
-            //   mapped PROT_READ only for `ReadOnly` handles.
-            //   (for a transactional segment: the committed buffer, which
-            //   does not change while the lock is held);
-            // - `private` is given only for a write handle of a
-            //   transactional segment: its own private buffer, of the data's
-            //   size, aligned for `T`, used only by the lock's holder.
-            Outcome::Locked => Ok(unsafe { Guard::new(&self.mutex, data, private) }),
+            Outcome::Locked => Ok(self.held_guard()),
             Outcome::Poisoned => Err(TryLockError::Poisoned(PoisonError::new(
-                // SAFETY: as above.
-                unsafe { Guard::new(&self.mutex, data, private) },
+                self.held_guard(),
                 self.key(),
             ))),
             Outcome::WouldBlock => Err(TryLockError::WouldBlock),

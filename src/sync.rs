@@ -29,8 +29,9 @@
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::header::LockSlots;
+use crate::header::InPlace;
 use crate::sys::{self, Acquired, Owner, RawMutex, WatchId};
+use crate::txn::PrivateBuf;
 
 #[cold]
 #[inline(never)]
@@ -57,15 +58,9 @@ pub(crate) enum Outcome {
 /// The lock of one handle, with the header words it owns.
 pub(crate) struct ShmMutex {
     raw: RawMutex,
-    holder: *const AtomicU64,
-    poisoned: *const AtomicU32,
-    /// The sequence line's words (see `header`): `seq`, `waiters` and
-    /// `poison_seen`. Used by the write path here and by the readers in
-    /// [`crate::seq`].
-    seq: *const AtomicU64,
-    waiters: *const AtomicU32,
-    poison_seen: *const AtomicU32,
-    txn_commits: *const AtomicU64,
+    /// The header, for the lock's words (one pointer: every word is at a
+    /// constant offset from it).
+    header: InPlace,
     /// Whether a thread of this process holds the lock through this handle
     /// (set after acquiring, cleared before releasing). A handle whose lock is
     /// still held when it is dropped (a forgotten guard) must never unmap it.
@@ -81,18 +76,17 @@ pub(crate) struct ShmMutex {
     buffers: Option<[*mut u8; 2]>,
     /// Bytes of data (one buffer).
     data_len: usize,
+    /// Write handles of transactional segments: where a write guard works.
+    private: Option<PrivateBuf>,
 }
 
 impl ShmMutex {
     /// # Safety
     ///
-    /// - `slots.mutex` must point to a mutex initialized by
-    ///   [`RawMutex::init`] (in any process);
-    /// - `slots.holder`, `slots.poisoned`, `slots.seq`, `slots.waiters`,
-    ///   `slots.poison_seen` and `slots.txn_commits` must point to the header
-    ///   words that go with it,
-    ///   aligned, and only ever accessed atomically;
-    /// - all of them must stay mapped for as long as the returned value lives.
+    /// - `header`'s mutex (`header.mutex()`) must have been initialized
+    ///   by [`RawMutex::init`] (in any process);
+    /// - `header` must stay mapped for as long as the returned value lives
+    ///   (its other words are covered by `InPlace::new`'s contract).
     ///
     /// `fork_generation` is the generation the handle was made in.
     /// `buffers`, for a transactional segment, are its two data buffers of
@@ -100,32 +94,35 @@ impl ShmMutex {
     /// that writes) as long as the returned value lives, and accessed by
     /// every process only through this library.
     pub(crate) unsafe fn new(
-        slots: LockSlots,
+        header: InPlace,
         key: &str,
         fork_generation: u64,
         buffers: Option<[*mut u8; 2]>,
         data_len: usize,
+        private: Option<PrivateBuf>,
     ) -> Self {
         let held = Box::new(AtomicBool::new(false));
         // SAFETY: the holder word stays mapped until this value is dropped
         // (this fn's contract), and `held` lives on the heap as long as this
         // value; its `Drop` ends the registration first.
-        let watch = unsafe { sys::watch_holder(slots.holder, &*held, key) };
+        let watch = unsafe { sys::watch_holder(header.holder(), &*held, key) };
         ShmMutex {
             // SAFETY: forwarded from this fn's contract.
-            raw: unsafe { RawMutex::from_ptr(slots.mutex) },
-            holder: slots.holder,
-            poisoned: slots.poisoned,
-            seq: slots.seq,
-            waiters: slots.waiters,
-            poison_seen: slots.poison_seen,
-            txn_commits: slots.txn_commits,
+            raw: unsafe { RawMutex::from_ptr(header.mutex()) },
+            header,
             held,
             watch: Some(watch),
             fork_generation,
             buffers,
             data_len,
+            private,
         }
+    }
+
+    /// A write handle's private buffer (transactional segments only).
+    #[inline]
+    pub(crate) fn private(&self) -> Option<&PrivateBuf> {
+        self.private.as_ref()
     }
 
     /// Whether the segment is transactional.
@@ -151,44 +148,36 @@ impl ShmMutex {
 
     #[inline(always)]
     fn holder(&self) -> &AtomicU64 {
-        // SAFETY: dereferencing requires a pointer to a live `AtomicU64`:
-        // `holder` points to an aligned word that stays mapped, and is only
-        // accessed atomically, for as long as `self` lives (`new`'s contract).
-        unsafe { &*self.holder }
+        self.header.holder()
     }
 
     #[inline(always)]
     fn poisoned(&self) -> &AtomicU32 {
-        // SAFETY: as in `holder`, for the `AtomicU32` at `poisoned`.
-        unsafe { &*self.poisoned }
+        self.header.poisoned()
     }
 
     /// The sequence word: twice the commits, plus 1 while a guard writes.
     #[inline(always)]
     pub(crate) fn seq(&self) -> &AtomicU64 {
-        // SAFETY: as in `holder`, for the `AtomicU64` at `seq`.
-        unsafe { &*self.seq }
+        self.header.seq()
     }
 
     /// Processes blocked in `wait_for_change` (a hint for committers).
     #[inline(always)]
     pub(crate) fn waiters(&self) -> &AtomicU32 {
-        // SAFETY: as in `holder`, for the `AtomicU32` at `waiters`.
-        unsafe { &*self.waiters }
+        self.header.waiters()
     }
 
     /// The copy of `poisoned` in the sequence line, for readers.
     #[inline(always)]
     pub(crate) fn poison_seen(&self) -> &AtomicU32 {
-        // SAFETY: as in `holder`, for the `AtomicU32` at `poison_seen`.
-        unsafe { &*self.poison_seen }
+        self.header.poison_seen()
     }
 
     /// Transactional segments: the commits so far (their version).
     #[inline(always)]
     pub(crate) fn txn_commits(&self) -> &AtomicU64 {
-        // SAFETY: as in `holder`, for the `AtomicU64` at `txn_commits`.
-        unsafe { &*self.txn_commits }
+        self.header.txn_commits()
     }
 
     /// Sets the sticky poison flag and its copy for readers.
@@ -269,8 +258,7 @@ impl ShmMutex {
     /// accesses the word only as a whole, atomically.
     #[inline]
     pub(crate) fn seq_futex(&self) -> *const u32 {
-        let low_half = if cfg!(target_endian = "little") { 0 } else { 4 };
-        self.seq.cast::<u8>().wrapping_add(low_half).cast()
+        self.header.seq_futex()
     }
 
     #[inline]

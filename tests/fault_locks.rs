@@ -964,3 +964,99 @@ fn fork_while_other_threads_open_and_close_handles_never_deadlocks() {
     drop(shm);
     keys.finish();
 }
+
+/// Child roles of `a_waiter_whose_wake_up_was_lost_still_takes_a_dead_holders_lock`.
+#[allow(unsafe_code)]
+fn lost_wakeup_role(role: &str, key: &str) {
+    let shm = SharedMemory::<Data>::attach(key).expect("attach");
+    match role {
+        // Takes the lock, then empties its thread's robust list (an empty
+        // list whose head points to itself), so that the kernel does
+        // nothing for this lock when the process dies.
+        "silent-holder" => {
+            let g = shm.lock().expect("not poisoned");
+            #[repr(C)]
+            struct Head {
+                next: *const Head,
+                futex_offset: libc::c_long,
+                pending: *const libc::c_void,
+            }
+            let head: &'static mut Head = Box::leak(Box::new(Head {
+                next: std::ptr::null(),
+                futex_offset: 0,
+                pending: std::ptr::null(),
+            }));
+            head.next = head as *const Head;
+            // SAFETY: set_robust_list(2) takes a pointer to a robust list
+            // head and its size; the head lives forever (leaked) and its
+            // list is empty (it points to itself).
+            let rc =
+                unsafe { libc::syscall(libc::SYS_set_robust_list, head as *const Head, size_of::<Head>()) };
+            assert_eq!(rc, 0, "set_robust_list");
+            std::mem::forget(g);
+            say("holding silently");
+            hear();
+        }
+        // Blocks in `lock` and says what it got.
+        _ => {
+            say(&format!("tid {}", common::gettid()));
+            let r = shm.lock();
+            say(if r.is_err() { "poisoned" } else { "ok" });
+            drop(r);
+            hear();
+        }
+    }
+}
+
+/// When a holder dies the kernel marks the lock word owner-dead and wakes
+/// one waiter; if that waiter dies too before it takes the lock, nobody wakes
+/// the others, and a waiter that only slept would sleep forever. Here a
+/// holder dies with the lock word set to exactly that state and nobody
+/// woken: the waiter must still take the lock (with the poison), because
+/// every wait is made of bounded slices that look at the word again.
+#[test]
+fn a_waiter_whose_wake_up_was_lost_still_takes_a_dead_holders_lock() {
+    use std::os::unix::fs::FileExt;
+    const ENTRY: &str = "a_waiter_whose_wake_up_was_lost_still_takes_a_dead_holders_lock";
+    if let Some((role, key)) = role() {
+        return lost_wakeup_role(&role, &key);
+    }
+    let key = unique_key("lost-wakeup");
+    let keys = Keys::new(&[&key]);
+    let shm = SharedMemory::<Data>::create(&key, [0; 4]).expect("create");
+    let mut holder = Child::spawn(ENTRY, "silent-holder", &key, &[]);
+    holder.expect("holding silently", LINE);
+    let mut waiter = Child::spawn(ENTRY, "waiter", &key, &[]);
+    let tid: i32 = waiter
+        .next_line(LINE)
+        .strip_prefix("tid ")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(wait_until(LINE, || common::blocked_in_futex(waiter.pid(), tid)));
+    // The state a holder's death leaves when the waiter it woke died too:
+    // owner died, waiters present, nobody awake. (glibc keeps the kernel's
+    // lock word as the first 4 bytes of the mutex, at header offset 384.)
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(common::shm_path(&key))
+        .unwrap();
+    let word: u32 = libc::FUTEX_OWNER_DIED | libc::FUTEX_WAITERS;
+    holder.kill();
+    file.write_all_at(&word.to_ne_bytes(), 384).unwrap();
+    let t = Instant::now();
+    assert_eq!(
+        waiter.next_line(Duration::from_secs(5)),
+        "poisoned",
+        "the waiter never took the lock"
+    );
+    eprintln!("lost wake-up: the waiter took the lock after {:?}", t.elapsed());
+    waiter.send("bye");
+    waiter.wait_success(LINE);
+    assert!(shm.is_poisoned());
+    shm.clear_poison();
+    assert_eq!(*shm.lock().expect("clean after clear_poison"), [0; 4]);
+    drop(shm);
+    keys.finish();
+}

@@ -257,7 +257,7 @@ fn initialize(
     // - a mutex nobody uses: the header is fresh and we hold the write lock;
     // - that it stays mapped while used: the mapping is returned, to live
     //   in the segment.
-    unsafe { sys::RawMutex::init(in_place.lock_slots().mutex) }
+    unsafe { sys::RawMutex::init(in_place.mutex()) }
         .map_err(|e| cx.error_from(ErrorKind::LockError, format!(": cannot set up the lock: {e}"), e))?;
     write_data(base.wrapping_add(sizes.data_offset));
     Ok(map)

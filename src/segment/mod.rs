@@ -37,7 +37,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use crate::error::{Error, ErrorKind};
-use crate::header::{InPlace, LockSlots, STATE_DESTROYED, Validated};
+use crate::header::{InPlace, STATE_DESTROYED, Validated};
 use crate::key;
 use crate::sys::{self, Mapping, OfdLock, OsError, ShmFile, Stat};
 
@@ -269,10 +269,10 @@ impl Segment {
         self.fork_generation
     }
 
-    /// Pointers to the lock's words in the header; they stay valid while
-    /// `self` lives.
-    pub(crate) fn lock_slots(&self) -> LockSlots {
-        self.header.lock_slots()
+    /// The header's in-place fields (the lock's words among them); valid
+    /// while `self` lives.
+    pub(crate) fn in_place(&self) -> InPlace {
+        self.header
     }
 
     fn state(&self) -> &AtomicU32 {

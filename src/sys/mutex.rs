@@ -155,13 +155,22 @@ impl RawMutex {
         }
     }
 
+    /// Waits as long as it takes. The wait is made of bounded slices
+    /// ([`WAIT_SLICE`]): when a holder dies, the kernel wakes one waiter,
+    /// and if that waiter dies too before it takes the lock (killed at that
+    /// instant), nobody wakes the others — a waiter that only slept would
+    /// sleep forever. Each new slice looks at the lock word again and takes
+    /// a lock whose owner died.
     #[inline]
     pub(crate) fn lock(&self) -> Acquired {
         // SAFETY: `self.ptr` points to an initialized, mapped mutex
-        // (from_ptr's contract); pthread_mutex_lock(3) has no other
+        // (from_ptr's contract); pthread_mutex_trylock(3) has no other
         // precondition.
-        let rc = unsafe { libc::pthread_mutex_lock(self.ptr) };
-        self.acquired(rc, "pthread_mutex_lock")
+        let rc = unsafe { libc::pthread_mutex_trylock(self.ptr) };
+        if rc != libc::EBUSY {
+            return self.acquired(rc, "pthread_mutex_trylock");
+        }
+        self.lock_slow(None)
     }
 
     #[inline]
@@ -172,20 +181,31 @@ impl RawMutex {
     }
 
     /// Waits at most `timeout`, measured on `CLOCK_MONOTONIC` (immune to
-    /// changes of the wall clock).
+    /// changes of the wall clock), in slices as [`lock`](Self::lock) does.
     pub(crate) fn lock_timeout(&self, timeout: Duration) -> Acquired {
-        let mut now = MaybeUninit::<libc::timespec>::uninit();
-        // SAFETY: clock_gettime(2) requires a valid clock id and writable
-        // storage for one timespec.
-        let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, now.as_mut_ptr()) };
-        assert_eq!(rc, 0, "clock_gettime(CLOCK_MONOTONIC) failed");
-        // SAFETY: clock_gettime returned 0, so it filled in the timespec.
-        let now = unsafe { now.assume_init() };
-        let deadline = add_timespec(now, timeout);
-        // SAFETY: as in `lock`; `deadline` is a valid timespec (tv_nsec in
-        // 0..1e9) on CLOCK_MONOTONIC, as pthread_mutex_clocklock(3) requires.
-        let rc = unsafe { pthread_mutex_clocklock(self.ptr, libc::CLOCK_MONOTONIC, &deadline) };
-        self.acquired(rc, "pthread_mutex_clocklock")
+        self.lock_slow(Some(add_timespec(monotonic_now(), timeout)))
+    }
+
+    /// Blocks in slices of at most [`WAIT_SLICE`] until the lock is taken or
+    /// `deadline` (if any) passes.
+    #[cold]
+    #[inline(never)]
+    fn lock_slow(&self, deadline: Option<libc::timespec>) -> Acquired {
+        loop {
+            let slice_end = add_timespec(monotonic_now(), WAIT_SLICE);
+            let until = match deadline {
+                Some(d) if (d.tv_sec, d.tv_nsec) < (slice_end.tv_sec, slice_end.tv_nsec) => d,
+                _ => slice_end,
+            };
+            // SAFETY: as in `lock`; `until` is a valid timespec (tv_nsec in
+            // 0..1e9) on CLOCK_MONOTONIC, as pthread_mutex_clocklock(3)
+            // requires.
+            let rc = unsafe { pthread_mutex_clocklock(self.ptr, libc::CLOCK_MONOTONIC, &until) };
+            match self.acquired(rc, "pthread_mutex_clocklock") {
+                Acquired::TimedOut if deadline.is_none_or(|d| !is_past(d)) => continue,
+                other => return other,
+            }
+        }
     }
 
     /// What the lock word says about the owner. glibc keeps the kernel's
@@ -237,6 +257,27 @@ fn unlock_failed(rc: libc::c_int) -> ! {
          the state this process relies on: aborting",
         io::Error::from_raw_os_error(rc)
     ))
+}
+
+/// How long one wait for the lock lasts at most before it looks at the lock
+/// word again (see [`RawMutex::lock`]).
+const WAIT_SLICE: Duration = Duration::from_millis(100);
+
+/// `CLOCK_MONOTONIC` now.
+fn monotonic_now() -> libc::timespec {
+    let mut now = MaybeUninit::<libc::timespec>::uninit();
+    // SAFETY: clock_gettime(2) requires a valid clock id and writable storage
+    // for one timespec.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, now.as_mut_ptr()) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_MONOTONIC) failed");
+    // SAFETY: clock_gettime returned 0, so it filled in the timespec.
+    unsafe { now.assume_init() }
+}
+
+/// Whether `t` (on `CLOCK_MONOTONIC`) has passed.
+fn is_past(t: libc::timespec) -> bool {
+    let now = monotonic_now();
+    (now.tv_sec, now.tv_nsec) >= (t.tv_sec, t.tv_nsec)
 }
 
 fn add_timespec(t: libc::timespec, d: Duration) -> libc::timespec {
