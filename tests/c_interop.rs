@@ -14,12 +14,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use common::{Child, Keys, exists, hear, say, shm_path, unique_key};
@@ -91,15 +91,7 @@ impl CProc {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start the C peer");
-        let out = proc.stdout.take().expect("piped stdout");
-        let (tx, rx) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let rx = common::lines_of(proc.stdout.take().expect("piped stdout"));
         CProc {
             proc,
             lines: rx,

@@ -16,18 +16,6 @@ const NOBODY: u32 = 65534;
 
 type Data = [u64; 4];
 
-/// `CLOCK_MONOTONIC` in nanoseconds: comparable between processes.
-#[allow(unsafe_code)]
-fn monotonic_ns() -> u128 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime(2) with a valid clock and a valid pointer.
-    assert_eq!(unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) }, 0);
-    ts.tv_sec as u128 * 1_000_000_000 + ts.tv_nsec as u128
-}
-
 /// In a child: becomes `nobody:nogroup` (with no other groups).
 #[allow(unsafe_code)]
 fn become_nobody() {
@@ -69,7 +57,7 @@ fn child(role: &str, key: &str) {
             o.wait_for_creation(true).timeout(Duration::from_secs(20));
             say("waiting");
             let shm = o.attach(key).expect("attach after the producer created it");
-            let at = monotonic_ns();
+            let at = common::monotonic_ns();
             say(&format!(
                 "attached {} at {at}",
                 shm.lock().expect("not poisoned")[0]
@@ -199,12 +187,12 @@ fn wait_for_creation_attaches_once_the_producer_creates_the_segment() {
     // creation too).
     std::thread::sleep(Duration::from_millis(100));
     let producer = SharedMemory::<Data>::create(&key, [8; 4]).expect("create");
-    let created = monotonic_ns();
+    let created = common::monotonic_ns();
     let line = c.next_line(LINE);
     let rest = line
         .strip_prefix("attached 8 at ")
         .unwrap_or_else(|| panic!("{line}"));
-    let latency = Duration::from_nanos((rest.parse::<u128>().unwrap().saturating_sub(created)) as u64);
+    let latency = Duration::from_nanos((rest.parse::<i128>().unwrap() - created).max(0) as u64);
     eprintln!("wait_for_creation: attached {latency:?} after the creation");
     assert!(latency < Duration::from_secs(2), "{latency:?}");
     assert_eq!(producer.attach_count(), 2);

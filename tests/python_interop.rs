@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::process::{Command, Stdio};
 use std::sync::mpsc::{Receiver, channel};
@@ -140,15 +140,7 @@ impl Py {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("python3 must be installed: the Python package is part of the project");
-        let out = proc.stdout.take().expect("piped stdout");
-        let (tx, rx) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let rx = common::lines_of(proc.stdout.take().expect("piped stdout"));
         Py {
             proc,
             lines: rx,
@@ -357,7 +349,7 @@ fn a_python_waiter_is_woken_by_a_rust_commit() {
             common::blocked_in_futex(py.pid(), py.pid()) && header_u32(&key, 520) == 1
         });
         assert!(blocked, "the Python waiter never blocked in the futex");
-        let committed = monotonic_ns();
+        let committed = common::monotonic_ns();
         *shm.lock().unwrap() += 1;
         let line = py.line();
         let parts: Vec<&str> = line.split(' ').collect();
@@ -383,17 +375,6 @@ fn a_python_waiter_is_woken_by_a_rust_commit() {
     keys.finish();
 }
 
-#[allow(unsafe_code)]
-fn monotonic_ns() -> i128 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes a timespec to the valid pointer.
-    assert_eq!(unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) }, 0);
-    ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
-}
-
 #[test]
 fn a_rust_waiter_is_woken_by_a_python_commit() {
     const ROUNDS: usize = 5;
@@ -409,7 +390,7 @@ fn a_rust_waiter_is_woken_by_a_python_commit() {
             let waiter = s.spawn(|| {
                 tid_tx.send(common::gettid()).unwrap();
                 let v = shm.wait_for_change_timeout(round, Duration::from_secs(20));
-                (v, monotonic_ns())
+                (v, common::monotonic_ns())
             });
             let tid = tid_rx.recv().unwrap();
             let me = std::process::id() as i32;

@@ -542,3 +542,31 @@ pub fn run_example(name: &str, args: &[&str], timeout: Duration) -> (std::proces
         .expect("read stdout");
     (status, out, child.id())
 }
+
+/// Reads `out` line by line on a thread of its own; the lines arrive on the
+/// returned channel (which closes when `out` does).
+pub fn lines_of(out: impl std::io::Read + Send + 'static) -> Receiver<String> {
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds: comparable between processes (unlike
+/// `Instant`).
+#[allow(unsafe_code)]
+pub fn monotonic_ns() -> i128 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime(2) with a valid clock and a valid pointer to a
+    // timespec it writes.
+    assert_eq!(unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) }, 0);
+    i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
+}
