@@ -219,6 +219,13 @@ pub(crate) fn stride(data_len: usize, page: usize) -> Option<usize> {
     data_len.checked_next_multiple_of(page)
 }
 
+/// The two data buffers of a transactional segment whose first buffer is at
+/// `data` and whose second is `stride` bytes further; `None` when `stride`
+/// is 0 (one buffer).
+pub(crate) fn data_buffers(data: *mut u8, stride: usize) -> Option<[*mut u8; 2]> {
+    (stride != 0).then(|| [data, data.wrapping_add(stride)])
+}
+
 fn abi_stamp(page_size: usize) -> [u32; 6] {
     [
         sys::LIBC_FAMILY,
@@ -305,12 +312,7 @@ impl InPlace {
 
     /// The `state` word.
     pub(crate) fn state(&self) -> &AtomicU32 {
-        // SAFETY: AtomicU32::from_ptr requires a 4-aligned pointer that is
-        // valid for reads and writes, and only accessed atomically, while the
-        // reference lives: the offset is 4-aligned (asserted above) in a
-        // page-aligned mapping that stays mapped and whose field is only
-        // accessed atomically (`new`'s contract).
-        unsafe { AtomicU32::from_ptr(self.base.wrapping_add(offset_of!(Header, state)).cast()) }
+        self.u32_at(offset_of!(Header, state))
     }
 
     /// The atomic `u32` at `offset`, one of the fields named in `new`.

@@ -406,7 +406,7 @@ impl Segment {
         //   this library's protocol.
         let in_place = unsafe { InPlace::new(map.as_ptr()) };
         let data = map.as_ptr().wrapping_add(data_offset);
-        let buffers = (validated.stride != 0).then(|| [data, data.wrapping_add(validated.stride)]);
+        let buffers = crate::header::data_buffers(data, validated.stride);
         let mutex = if in_place.state().load(Ordering::Acquire) == STATE_READY {
             // SAFETY: ShmMutex::new requires:
             // - a mutex initialized by RawMutex::init: the creator did so

@@ -140,9 +140,7 @@ unsafe impl<T: ?Sized + ShmData + Send, A: Access> Sync for SharedMemory<T, A> {
 
 impl<T: ?Sized + ShmData, A: Access> SharedMemory<T, A> {
     fn from_segment(segment: Segment) -> Self {
-        let buffers = segment
-            .stride()
-            .map(|stride| [segment.data_ptr(), segment.data_ptr().wrapping_add(stride)]);
+        let buffers = segment.buffers();
         let private = if A::WRITABLE && buffers.is_some() {
             // The length was validated to fit this address space.
             let buf = PrivateBuf::new(segment.data_len(), align_of::<T::Element>());
@@ -161,7 +159,7 @@ impl<T: ?Sized + ShmData, A: Access> SharedMemory<T, A> {
         //   dropped) first, and a mapping whose lock may be held is never
         //   unmapped;
         // - for a transactional segment, the two buffers are the segment's:
-        //   `stride()` apart, page aligned, `data_len()` bytes each, inside
+        //   page aligned, `data_len()` bytes each, inside
         //   the mapping (validated), mapped read-write for a `ReadWrite`
         //   handle.
         let mutex = unsafe {

@@ -248,11 +248,11 @@ impl Segment {
         self.data_len
     }
 
-    /// Transactional segments: the distance from the first data buffer to
-    /// the second (both `data_len()` bytes, inside the mapping); `None` for
-    /// a segment with one buffer.
-    pub(crate) fn stride(&self) -> Option<usize> {
-        (self.stride != 0).then_some(self.stride)
+    /// Transactional segments: the two data buffers (both `data_len()`
+    /// bytes, page aligned, inside the mapping); `None` for a segment with
+    /// one buffer.
+    pub(crate) fn buffers(&self) -> Option<[*mut u8; 2]> {
+        crate::header::data_buffers(self.data, self.stride)
     }
 
     pub(crate) fn elem_count(&self) -> usize {
