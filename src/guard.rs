@@ -151,45 +151,25 @@ impl<T: ?Sized + ShmData> DerefMut for Guard<'_, T, ReadWrite> {
 impl<T: ?Sized + ShmData, A: Access> Drop for Guard<'_, T, A> {
     #[inline(always)]
     fn drop(&mut self) {
-        if self.mutex.is_inherited() {
-            // A guard inherited across fork(): the lock belongs to the
-            // parent's thread; its words are not ours to touch.
-            return;
-        }
-        if self.txn {
-            self.drop_transactional();
-            return;
-        }
-        let poison = self.poison_on_panic && std::thread::panicking();
-        // SAFETY: ShmMutex::unlock requires that the calling thread holds the
-        // lock: a guard exists only while its thread holds it (`new`'s
-        // contract), guards are `!Send`, and this is the guard's only release.
-        unsafe { self.mutex.unlock(poison, self.wrote) };
+        // SAFETY: ShmMutex::release requires that the calling thread holds
+        // the lock unless the handle was inherited across `fork`: a guard
+        // exists only while its thread holds it (`new`'s contract), guards
+        // are `!Send`, and this is the guard's only release; `txn` only for
+        // a write guard of a transactional segment (`new`'s contract), whose
+        // `data` is, after a write, the private buffer (`first_write`), of
+        // the data's size, outside the segment.
+        unsafe {
+            self.mutex.release(
+                self.txn,
+                self.poison_on_panic,
+                self.wrote,
+                self.data.as_ptr().cast::<u8>().cast_const(),
+            )
+        };
     }
 }
 
 impl<T: ?Sized + ShmData, A: Access> Guard<'_, T, A> {
-    /// The drop of a transactional write guard (out of line, so that other
-    /// guards' drops stay small): publish the private copy on a normal drop
-    /// after a write; discard it on a panic (or after `rollback`, which
-    /// clears `wrote`).
-    #[inline(never)]
-    fn drop_transactional(&mut self) {
-        let publish = self.wrote && !std::thread::panicking();
-        let src = self.data.as_ptr().cast::<u8>().cast_const();
-        if publish && let Some(buf) = self.mutex.private() {
-            // We hold the lock: the count moves only through us now.
-            buf.mark_committed(self.mutex.txn_commits().load(Ordering::Relaxed) + 1);
-        }
-        // SAFETY: ShmMutex::unlock_txn requires that the calling thread holds
-        // the lock (a guard exists only while its thread holds it: `new`'s
-        // contract; guards are `!Send`; this is the guard's only release)
-        // and, when publishing, `data_len()` readable bytes at `src` outside
-        // the segment: after a write, `data` is the private buffer
-        // (`first_write`), of the data's size (`new`'s contract).
-        unsafe { self.mutex.unlock_txn(publish.then_some(src)) };
-    }
-
     /// The first `DerefMut`: a write begins. In a transactional segment the
     /// guard switches to its private copy of the committed data; otherwise
     /// the sequence word says a write is in progress.

@@ -387,14 +387,50 @@ impl<T: ?Sized + ShmData, A: Access> SharedMemory<T, A> {
     /// ```
     #[inline(always)]
     pub fn lock(&self) -> LockResult<Guard<'_, T, A>> {
-        self.check_not_inherited();
-        match self.mutex.lock() {
-            Outcome::Locked => Ok(self.held_guard()),
-            Outcome::Poisoned => Err(PoisonError::new(self.held_guard(), self.key())),
-            Outcome::WouldBlock | Outcome::TimedOut => {
-                unreachable!("a blocking lock returns only when it holds the lock")
+        // One load of the handle's flags picks the path, and the guard.
+        let plain = self.mutex.is_plain();
+        let outcome = if plain {
+            self.mutex.lock()
+        } else {
+            self.lock_detour()
+        };
+        let guard = || {
+            if plain {
+                self.plain_guard()
+            } else {
+                self.held_guard()
             }
+        };
+        match outcome {
+            Outcome::Locked => Ok(guard()),
+            // A blocking lock returns only when it holds the lock.
+            _ => Err(self.poisoned(guard())),
         }
+    }
+
+    /// The acquisition of `lock` for a handle inherited across `fork`
+    /// (which panics) or of a transactional segment.
+    #[inline(never)]
+    fn lock_detour(&self) -> Outcome {
+        self.check_not_inherited();
+        self.mutex.lock()
+    }
+
+    /// The error of an acquisition that found the lock poisoned (out of
+    /// line: the lock paths stay small).
+    #[cold]
+    #[inline(never)]
+    fn poisoned<G>(&self, guard: G) -> PoisonError<G> {
+        PoisonError::new(guard, self.key())
+    }
+
+    /// The guard of a lock that this thread has just acquired through a
+    /// handle that [`is_plain`](ShmMutex::is_plain) (so not transactional).
+    #[inline(always)]
+    fn plain_guard(&self) -> Guard<'_, T, A> {
+        // SAFETY: as in `held_guard`, for a segment that is not
+        // transactional.
+        unsafe { Guard::new(&self.mutex, self.data, false) }
     }
 
     /// The guard of a lock that this thread has just acquired.
@@ -426,10 +462,7 @@ impl<T: ?Sized + ShmData, A: Access> SharedMemory<T, A> {
     fn guard(&self, outcome: Outcome) -> TryLockResult<Guard<'_, T, A>> {
         match outcome {
             Outcome::Locked => Ok(self.held_guard()),
-            Outcome::Poisoned => Err(TryLockError::Poisoned(PoisonError::new(
-                self.held_guard(),
-                self.key(),
-            ))),
+            Outcome::Poisoned => Err(TryLockError::Poisoned(self.poisoned(self.held_guard()))),
             Outcome::WouldBlock => Err(TryLockError::WouldBlock),
             Outcome::TimedOut => Err(TryLockError::TimedOut),
         }
@@ -462,8 +495,24 @@ impl<T: ?Sized + ShmData, A: Access> SharedMemory<T, A> {
     /// ```
     #[inline(always)]
     pub fn try_lock(&self) -> TryLockResult<Guard<'_, T, A>> {
+        let plain = self.mutex.is_plain();
+        let outcome = if plain {
+            self.mutex.try_lock()
+        } else {
+            self.try_lock_detour()
+        };
+        match outcome {
+            Outcome::Locked if plain => Ok(self.plain_guard()),
+            outcome => self.guard(outcome),
+        }
+    }
+
+    /// The acquisition of `try_lock` for a handle inherited across `fork`
+    /// (which panics) or of a transactional segment.
+    #[inline(never)]
+    fn try_lock_detour(&self) -> Outcome {
         self.check_not_inherited();
-        self.guard(self.mutex.try_lock())
+        self.mutex.try_lock()
     }
 
     /// Locks the segment, waiting at most `timeout` (measured on the monotonic

@@ -22,15 +22,17 @@
 //! ([`sys::lock_token`]) into the header next to the mutex, and clears it
 //! before unlocking. A thread that finds its own token there already holds
 //! the lock: `lock` and `lock_timeout` panic, `try_lock` reports
-//! `WouldBlock`. The check costs one load from the cache line the lock writes
-//! anyway, and works across handles of the same segment.
+//! `WouldBlock`. The check works across handles of the same segment, and
+//! costs nothing while the lock is free: a thread that holds the mutex
+//! finds it busy (a normal robust mutex's `trylock` fails with `EBUSY` for
+//! its owner too), so `lock` looks at the token only on its way to waiting.
 #![allow(unsafe_code)]
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::header::InPlace;
-use crate::sys::{self, Acquired, Owner, RawMutex, WatchId};
+use crate::sys::{self, Acquired, HandleFlags, Owner, RawMutex, WatchId};
 use crate::txn::PrivateBuf;
 
 #[cold]
@@ -62,15 +64,15 @@ pub(crate) struct ShmMutex {
     /// constant offset from it).
     header: InPlace,
     /// Whether a thread of this process holds the lock through this handle
-    /// (set after acquiring, cleared before releasing). A handle whose lock is
-    /// still held when it is dropped (a forgotten guard) must never unmap it.
-    /// On the heap, at an address the thread-end check can keep.
-    held: Box<AtomicBool>,
-    /// The registration of `holder` for the thread-end check.
+    /// (a handle whose lock is still held when it is dropped, by a
+    /// forgotten guard, must never unmap it), and whether the lock paths
+    /// must leave the short path: the handle was inherited across `fork`
+    /// (in a child process, the lock's words belong to the parent), or the
+    /// segment is transactional. On the heap, at an address that the
+    /// thread-end check and the `fork` handler keep.
+    flags: Box<HandleFlags>,
+    /// The registration of `holder` and `flags` with the thread-end check.
     watch: Option<WatchId>,
-    /// The `fork` generation of the handle (see [`sys::fork_generation`]):
-    /// in a child process, the lock's words belong to the parent.
-    fork_generation: u64,
     /// Transactional segments: the two data buffers (each `data_len` bytes);
     /// the committed one is `buffers[(seq >> 1) & 1]`.
     buffers: Option<[*mut u8; 2]>,
@@ -88,7 +90,8 @@ impl ShmMutex {
     /// - `header` must stay mapped for as long as the returned value lives
     ///   (its other words are covered by `InPlace::new`'s contract).
     ///
-    /// `fork_generation` is the generation the handle was made in.
+    /// `fork_generation` is the generation the handle was made in (see
+    /// [`sys::fork_generation`]).
     /// `buffers`, for a transactional segment, are its two data buffers of
     /// `data_len` bytes each, 8-aligned, mapped (read-write for a handle
     /// that writes) as long as the returned value lives, and accessed by
@@ -101,18 +104,22 @@ impl ShmMutex {
         data_len: usize,
         private: Option<PrivateBuf>,
     ) -> Self {
-        let held = Box::new(AtomicBool::new(false));
+        let flags = Box::new(HandleFlags::new(buffers.is_some()));
         // SAFETY: the holder word stays mapped until this value is dropped
-        // (this fn's contract), and `held` lives on the heap as long as this
+        // (this fn's contract), and `flags` lives on the heap as long as this
         // value; its `Drop` ends the registration first.
-        let watch = unsafe { sys::watch_holder(header.holder(), &*held, key) };
+        let watch = unsafe { sys::watch_holder(header.holder(), &*flags, key) };
+        // A `fork` between the handle's making and its registration: the
+        // registry did not know it then.
+        if fork_generation != sys::fork_generation_now() {
+            flags.mark_inherited();
+        }
         ShmMutex {
             // SAFETY: forwarded from this fn's contract.
             raw: unsafe { RawMutex::from_ptr(header.mutex()) },
             header,
-            held,
+            flags,
             watch: Some(watch),
-            fork_generation,
             buffers,
             data_len,
             private,
@@ -141,9 +148,17 @@ impl ShmMutex {
 
     /// Whether this lock's handle was inherited across `fork` (made in
     /// another process): its words are then not this process's to touch.
-    #[inline(always)]
+    #[inline]
     pub(crate) fn is_inherited(&self) -> bool {
-        self.fork_generation != sys::fork_generation_now()
+        self.flags.is_inherited()
+    }
+
+    /// Whether [`lock`](Self::lock), [`try_lock`](Self::try_lock) and the
+    /// guard's drop may take their short path: the handle is neither
+    /// inherited across `fork` nor of a transactional segment. One load.
+    #[inline(always)]
+    pub(crate) fn is_plain(&self) -> bool {
+        self.flags.is_plain()
     }
 
     #[inline(always)]
@@ -261,28 +276,38 @@ impl ShmMutex {
         self.header.seq_futex()
     }
 
-    #[inline]
+    #[inline(always)]
     fn outcome(&self, a: Acquired, me: u64) -> Outcome {
         match a {
-            Acquired::Locked | Acquired::OwnerDied => {
+            Acquired::Locked => {
                 self.holder().store(me, Ordering::Relaxed);
-                self.held.store(true, Ordering::Relaxed);
-                if a == Acquired::OwnerDied {
-                    self.after_owner_died();
-                    if self.is_transactional() {
-                        Outcome::Locked
-                    } else {
-                        Outcome::Poisoned
-                    }
-                // The mutex orders this load after the previous holder's store.
-                } else if self.poisoned().load(Ordering::Relaxed) != 0 {
+                // The mutex orders this load after the previous holder's
+                // store.
+                let poisoned = self.poisoned().load(Ordering::Relaxed) != 0;
+                self.flags.set_held(true);
+                if poisoned {
                     Outcome::Poisoned
                 } else {
                     Outcome::Locked
                 }
             }
+            Acquired::OwnerDied => self.took_from_dead_owner(me),
             Acquired::Busy => Outcome::WouldBlock,
             Acquired::TimedOut => Outcome::TimedOut,
+        }
+    }
+
+    /// An acquisition that found the previous holder dead (`EOWNERDEAD`).
+    #[cold]
+    #[inline(never)]
+    fn took_from_dead_owner(&self, me: u64) -> Outcome {
+        self.holder().store(me, Ordering::Relaxed);
+        self.flags.set_held(true);
+        self.after_owner_died();
+        if self.is_transactional() {
+            Outcome::Locked
+        } else {
+            Outcome::Poisoned
         }
     }
 
@@ -292,21 +317,41 @@ impl ShmMutex {
         self.holder().load(Ordering::Relaxed) == me
     }
 
-    #[inline]
+    /// Takes the lock, waiting as long as it takes.
+    ///
+    /// # Panics
+    ///
+    /// If the calling thread holds the lock already (through any handle of
+    /// the segment): waiting would never end.
+    #[inline(always)]
     pub(crate) fn lock(&self) -> Outcome {
         let me = sys::lock_token();
+        let acquired = match self.raw.try_lock() {
+            Acquired::Busy => self.wait(me),
+            other => other,
+        };
+        self.outcome(acquired, me)
+    }
+
+    /// `lock` when the mutex is busy: the relock check, then the wait.
+    #[cold]
+    #[inline(never)]
+    fn wait(&self, me: u64) -> Acquired {
+        // The holder's token is written after it acquires and cleared
+        // before it releases, by the holding thread: it equals ours only
+        // if this thread holds the lock (its own stores), whatever the
+        // other threads do meanwhile.
         if self.held_by(me) {
             relock_panic();
         }
-        self.outcome(self.raw.lock(), me)
+        self.raw.lock_slow(None)
     }
 
-    #[inline]
+    /// Takes the lock if it is free. A relock by the holding thread finds
+    /// the mutex busy, as any other locker does: `WouldBlock`.
+    #[inline(always)]
     pub(crate) fn try_lock(&self) -> Outcome {
         let me = sys::lock_token();
-        if self.held_by(me) {
-            return Outcome::WouldBlock;
-        }
         self.outcome(self.raw.try_lock(), me)
     }
 
@@ -339,12 +384,53 @@ impl ShmMutex {
             self.seq().store(s.wrapping_add(1), Ordering::Release);
         }
         self.holder().store(0, Ordering::Relaxed);
-        self.held.store(false, Ordering::Relaxed);
+        self.flags.set_held(false);
         // SAFETY: this thread holds the mutex (this fn's contract).
         unsafe { self.raw.unlock() };
         if wrote || poison {
             self.wake_waiters();
         }
+    }
+
+    /// Releases the lock for a guard's drop, in one call out of line (the
+    /// guard's drop stays small enough to be inlined into its caller):
+    /// nothing if the handle was inherited across `fork` (the lock and its
+    /// words are the parent's); for a write guard of a transactional
+    /// segment (`txn`), a commit of its private copy at `data` if it
+    /// `wrote` and its thread is not panicking, else a rollback; for any
+    /// other guard, [`unlock`](Self::unlock), poisoning the lock if
+    /// `poison_on_panic` and the thread is panicking.
+    ///
+    /// # Safety
+    ///
+    /// - Unless the handle was inherited across `fork`, the calling thread
+    ///   must hold the lock (an acquisition not yet released);
+    /// - `txn` only for a write guard of a transactional segment; then, if
+    ///   `wrote`, `data` must point to the handle's private buffer, of
+    ///   [`data_len`](Self::unlock_txn) bytes, outside the segment.
+    #[inline(never)]
+    pub(crate) unsafe fn release(&self, txn: bool, poison_on_panic: bool, wrote: bool, data: *const u8) {
+        if !self.is_plain() {
+            if self.is_inherited() {
+                return;
+            }
+            if txn {
+                let publish = wrote && !std::thread::panicking();
+                if publish && let Some(buf) = self.private() {
+                    // We hold the lock: the count moves only through us now.
+                    buf.mark_committed(self.txn_commits().load(Ordering::Relaxed) + 1);
+                }
+                // SAFETY: unlock_txn requires that this thread holds the lock
+                // and, when publishing, the private copy at `data`: this
+                // fn's contract.
+                unsafe { self.unlock_txn(publish.then_some(data)) };
+                return;
+            }
+        }
+        let poison = poison_on_panic && std::thread::panicking();
+        // SAFETY: this thread holds the lock (this fn's contract; the handle
+        // is not inherited).
+        unsafe { self.unlock(poison, wrote) };
     }
 
     /// Releases the lock of a transactional segment. With `publish` (the
@@ -362,9 +448,7 @@ impl ShmMutex {
     /// - The calling thread must hold the lock;
     /// - `publish`, if given, must point to `data_len()` readable bytes that
     ///   do not overlap the segment.
-    // Out of line: guard drops of segments that are not transactional stay
-    // small.
-    #[inline(never)]
+    #[inline]
     pub(crate) unsafe fn unlock_txn(&self, publish: Option<*const u8>) {
         if let Some(src) = publish {
             let s = self.seq().load(Ordering::Relaxed);
@@ -383,7 +467,7 @@ impl ShmMutex {
             self.seq().store((s | 1) + 1, Ordering::Release);
         }
         self.holder().store(0, Ordering::Relaxed);
-        self.held.store(false, Ordering::Relaxed);
+        self.flags.set_held(false);
         // SAFETY: this thread holds the mutex (this fn's contract).
         unsafe { self.raw.unlock() };
         if publish.is_some() {
@@ -402,7 +486,7 @@ impl ShmMutex {
     /// (this process cannot lose the lock to a dead thread of its own: that
     /// aborts it).
     pub(crate) fn is_held_here(&self) -> bool {
-        self.held.load(Ordering::Relaxed) && self.raw.owner() == Owner::Thread
+        self.flags.held() && self.raw.owner() == Owner::Thread
     }
 
     /// Whether the lock is poisoned: the sticky flag, or a holder that died

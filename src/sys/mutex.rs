@@ -114,7 +114,7 @@ impl RawMutex {
         RawMutex { ptr }
     }
 
-    #[inline]
+    #[inline(always)]
     fn acquired(&self, rc: libc::c_int, call: &'static str) -> Acquired {
         if rc == 0 {
             Acquired::Locked
@@ -155,42 +155,33 @@ impl RawMutex {
         }
     }
 
-    /// Waits as long as it takes. The wait is made of bounded slices
-    /// ([`WAIT_SLICE`]): when a holder dies, the kernel wakes one waiter,
-    /// and if that waiter dies too before it takes the lock (killed at that
-    /// instant), nobody wakes the others — a waiter that only slept would
-    /// sleep forever. Each new slice looks at the lock word again and takes
-    /// a lock whose owner died.
-    #[inline]
-    pub(crate) fn lock(&self) -> Acquired {
+    /// Takes the mutex if it is free (`Busy` if not). Callers that wait go
+    /// on with [`lock_slow`](Self::lock_slow).
+    #[inline(always)]
+    pub(crate) fn try_lock(&self) -> Acquired {
         // SAFETY: `self.ptr` points to an initialized, mapped mutex
         // (from_ptr's contract); pthread_mutex_trylock(3) has no other
         // precondition.
-        let rc = unsafe { libc::pthread_mutex_trylock(self.ptr) };
-        if rc != libc::EBUSY {
-            return self.acquired(rc, "pthread_mutex_trylock");
-        }
-        self.lock_slow(None)
-    }
-
-    #[inline]
-    pub(crate) fn try_lock(&self) -> Acquired {
-        // SAFETY: as in `lock`.
         let rc = unsafe { libc::pthread_mutex_trylock(self.ptr) };
         self.acquired(rc, "pthread_mutex_trylock")
     }
 
     /// Waits at most `timeout`, measured on `CLOCK_MONOTONIC` (immune to
-    /// changes of the wall clock), in slices as [`lock`](Self::lock) does.
+    /// changes of the wall clock), in slices as [`lock_slow`](Self::lock_slow)
+    /// does.
     pub(crate) fn lock_timeout(&self, timeout: Duration) -> Acquired {
         self.lock_slow(Some(add_timespec(monotonic_now(), timeout)))
     }
 
-    /// Blocks in slices of at most [`WAIT_SLICE`] until the lock is taken or
-    /// `deadline` (if any) passes.
+    /// Blocks until the lock is taken or `deadline` (if any) passes. The
+    /// wait is made of bounded slices ([`WAIT_SLICE`]): when a holder dies,
+    /// the kernel wakes one waiter, and if that waiter dies too before it
+    /// takes the lock (killed at that instant), nobody wakes the others — a
+    /// waiter that only slept would sleep forever. Each new slice looks at
+    /// the lock word again and takes a lock whose owner died.
     #[cold]
     #[inline(never)]
-    fn lock_slow(&self, deadline: Option<libc::timespec>) -> Acquired {
+    pub(crate) fn lock_slow(&self, deadline: Option<libc::timespec>) -> Acquired {
         loop {
             let slice_end = add_timespec(monotonic_now(), WAIT_SLICE);
             let until = match deadline {

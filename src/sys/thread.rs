@@ -5,7 +5,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, Once, OnceLock};
 
 static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
@@ -59,10 +59,19 @@ extern "C" fn after_fork_in_child() {
     // The forking thread is the child's only thread: its token must change
     // with the nonce. The cell has no destructor, so this is a plain store.
     let _ = TOKEN.try_with(|t| t.set(0));
-    // The handles the child inherited are unusable there (they refuse every
-    // lock call), so none of their locks can be held by the child's threads.
+    // The handles the child inherited are unusable there: marked so, they
+    // refuse every lock call and their guards leave the parent's lock alone,
+    // so none of their locks can be held by the child's threads.
     let _ = FORKING.try_with(|f| {
         if let Some(mut registry) = f.borrow_mut().take() {
+            for w in registry.iter() {
+                // SAFETY: dereferencing requires a pointer to a live
+                // `HandleFlags`: the entry is registered (`watch_holder`'s
+                // contract), and the child's memory is a copy of the
+                // parent's, whose entries were live when it forked (the
+                // registry's lock, held across `fork`, kept them so).
+                unsafe { &*w.flags }.mark_inherited();
+            }
             registry.clear();
         }
     });
@@ -159,16 +168,78 @@ fn new_lock_token() -> u64 {
     token
 }
 
+/// What one handle's lock paths need to know about it in this process, in
+/// one place that the lock and the guard's drop read anyway, and that the
+/// registry reaches (so it lives on the heap, at a fixed address).
+#[derive(Debug, Default)]
+pub(crate) struct HandleFlags {
+    /// Whether a thread of this process holds the lock through this handle
+    /// (set after acquiring, cleared before releasing).
+    held: AtomicBool,
+    /// Non-zero when the lock and the guard's drop must take their general,
+    /// out-of-line path: [`DETOUR_INHERITED`] | [`DETOUR_TRANSACTIONAL`].
+    detour: AtomicU8,
+}
+
+/// The handle was inherited across `fork`: its lock words are the parent's.
+const DETOUR_INHERITED: u8 = 1;
+/// The handle's segment is transactional.
+const DETOUR_TRANSACTIONAL: u8 = 2;
+
+impl HandleFlags {
+    /// Flags of a new handle: not held; transactional if `transactional`.
+    pub(crate) fn new(transactional: bool) -> HandleFlags {
+        let flags = HandleFlags::default();
+        if transactional {
+            flags.detour.store(DETOUR_TRANSACTIONAL, Ordering::Relaxed);
+        }
+        flags
+    }
+
+    /// Whether the handle's lock and guards may take the short path (one
+    /// load: neither inherited nor transactional).
+    #[inline(always)]
+    pub(crate) fn is_plain(&self) -> bool {
+        self.detour.load(Ordering::Relaxed) == 0
+    }
+
+    /// Whether the handle was inherited across `fork` (made in an ancestor
+    /// of this process).
+    #[inline]
+    pub(crate) fn is_inherited(&self) -> bool {
+        self.detour.load(Ordering::Relaxed) & DETOUR_INHERITED != 0
+    }
+
+    /// Marks the handle as inherited (in a child after `fork`, or a handle
+    /// made from state of another fork generation).
+    pub(crate) fn mark_inherited(&self) {
+        self.detour.fetch_or(DETOUR_INHERITED, Ordering::Relaxed);
+    }
+
+    /// Whether a thread of this process holds the lock through this handle.
+    #[inline(always)]
+    pub(crate) fn held(&self) -> bool {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    /// Records that a thread of this process took (`true`) or is about to
+    /// release (`false`) the lock through this handle.
+    #[inline(always)]
+    pub(crate) fn set_held(&self, held: bool) {
+        self.held.store(held, Ordering::Relaxed);
+    }
+}
+
 /// A handle's lock words and key, as registered by [`watch_holder`].
 struct Watched {
     id: u64,
     holder: *const AtomicU64,
-    held: *const AtomicBool,
+    flags: *const HandleFlags,
     key: Box<str>,
 }
 
-// SAFETY: `holder` and `held` point to atomics (in a shared mapping, and on
-// the heap) that any thread may read; the registry only reads them
+// SAFETY: `holder` and `flags` point to atomics (in a shared mapping, and on
+// the heap) that any thread may use; the registry only uses them
 // atomically, while the entry is registered (see `watch_holder`'s contract).
 unsafe impl Send for Watched {}
 
@@ -182,23 +253,25 @@ fn registry() -> MutexGuard<'static, Vec<Watched>> {
 pub(crate) struct WatchId(u64);
 
 /// Registers the lock of a handle: `holder`, the segment's holder word (the
-/// token of the thread that holds the lock, 0 when free), and `held`, whether
-/// a thread holds it through this handle. When a thread of this process ends
-/// while both say it holds the lock, the process aborts with a message
-/// naming `key`. (A thread that ends holding the lock of a handle that was
-/// dropped does not abort: nothing can borrow from a dropped handle.)
+/// token of the thread that holds the lock, 0 when free), and `flags`, the
+/// handle's flags (whether a thread holds the lock through this handle).
+/// When a thread of this process ends while both say it holds the lock, the
+/// process aborts with a message naming `key`. (A thread that ends holding
+/// the lock of a handle that was dropped does not abort: nothing can borrow
+/// from a dropped handle.) In a child process after `fork`, every handle
+/// registered when it forked is marked inherited.
 ///
 /// # Safety
 ///
-/// `holder` and `held` must stay valid for atomic reads until
+/// `holder` and `flags` must stay valid (for atomic use) until
 /// [`unwatch_holder`] is called with the returned id.
-pub(crate) unsafe fn watch_holder(holder: *const AtomicU64, held: *const AtomicBool, key: &str) -> WatchId {
+pub(crate) unsafe fn watch_holder(holder: *const AtomicU64, flags: *const HandleFlags, key: &str) -> WatchId {
     static NEXT_ID: AtomicU64 = AtomicU64::new(1);
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     registry().push(Watched {
         id,
         holder,
-        held,
+        flags,
         key: key.into(),
     });
     WatchId(id)
@@ -227,9 +300,9 @@ extern "C" fn thread_ends(_: *mut libc::c_void) {
             // the entry is registered, so its word is still valid for atomic
             // reads (`watch_holder`'s contract).
             let holder = unsafe { &*w.holder };
-            // SAFETY: as above, for the `AtomicBool`.
-            let held = unsafe { &*w.held };
-            holder.load(Ordering::Relaxed) == token && held.load(Ordering::Relaxed)
+            // SAFETY: as above, for the `HandleFlags`.
+            let flags = unsafe { &*w.flags };
+            holder.load(Ordering::Relaxed) == token && flags.held()
         })
         .map(|w| format!("{:?}", w.key))
         .collect();
