@@ -40,12 +40,23 @@ impl<T: ShmSafe, A: Access> SharedMemory<T, A> {
     /// ```
     #[inline]
     pub fn snapshot(&self) -> LockResult<T> {
-        let (read, value) = self.read_value(None);
-        match read {
-            Read::Clean => Ok(value),
-            Read::Poisoned => Err(PoisonError::new(value, self.key())),
+        let mut out = MaybeUninit::<T>::uninit();
+        match self.read_value(&mut out, None) {
+            // SAFETY: assume_init requires an initialized `T`: see
+            // `read_value`.
+            Read::Clean => Ok(unsafe { out.assume_init() }),
+            // SAFETY: as above.
+            Read::Poisoned => Err(self.poisoned_copy(unsafe { out.assume_init() })),
             Read::TimedOut => unreachable!("a read without a deadline does not time out"),
         }
+    }
+
+    /// The error of a snapshot of a poisoned segment (out of line: the
+    /// common path stays small).
+    #[cold]
+    #[inline(never)]
+    fn poisoned_copy(&self, value: T) -> PoisonError<T> {
+        PoisonError::new(value, self.key())
     }
 
     /// Like [`snapshot`](Self::snapshot), but gives up after `timeout` if no
@@ -68,39 +79,37 @@ impl<T: ShmSafe, A: Access> SharedMemory<T, A> {
     /// # Ok::<(), typed_shm::Error>(())
     /// ```
     pub fn snapshot_timeout(&self, timeout: Duration) -> TryLockResult<T> {
-        let (read, value) = self.read_value(Some(Instant::now() + timeout));
-        match read {
-            Read::Clean => Ok(value),
-            Read::Poisoned => Err(TryLockError::Poisoned(PoisonError::new(value, self.key()))),
+        let mut out = MaybeUninit::<T>::uninit();
+        match self.read_value(&mut out, Some(Instant::now() + timeout)) {
+            // SAFETY: assume_init requires an initialized `T`: see
+            // `read_value`.
+            Read::Clean => Ok(unsafe { out.assume_init() }),
+            // SAFETY: as above.
+            Read::Poisoned => Err(TryLockError::Poisoned(
+                self.poisoned_copy(unsafe { out.assume_init() }),
+            )),
             Read::TimedOut => Err(TryLockError::TimedOut),
         }
     }
 
-    #[inline]
-    fn read_value(&self, deadline: Option<Instant>) -> (Read, T) {
-        let mut out = MaybeUninit::<T>::uninit();
+    /// Copies the data into `out`. Unless the result is `TimedOut`, `out`
+    /// then holds a `T`: all its bytes were written by the copy, and every
+    /// bit pattern is a valid `T` (`ShmSafe: Pod`).
+    #[inline(always)]
+    fn read_value(&self, out: &mut MaybeUninit<T>, deadline: Option<Instant>) -> Read {
         // SAFETY: ShmMutex::read requires the segment's data (8-aligned: it
         // starts on a page boundary; `size()` bytes, mapped while `self`
         // lives) as the source, and a destination valid for writes of as
-        // many bytes: `out` is a local `T`, and `size() == size_of::<T>()`
-        // for a single value.
-        let read = unsafe {
+        // many bytes: `out` has room for a `T`, and
+        // `size() == size_of::<T>()` for a single value.
+        unsafe {
             self.mutex().read(
                 self.data_start(),
                 out.as_mut_ptr().cast(),
                 size_of::<T>(),
                 deadline,
             )
-        };
-        // The bytes were written in full whatever the outcome but `TimedOut`,
-        // where `out` may be partly written or not at all: zeros then.
-        if read == Read::TimedOut {
-            return (read, bytemuck::Zeroable::zeroed());
         }
-        // SAFETY: assume_init requires an initialized `T`: all its bytes
-        // were written by the copy, and every bit pattern is a valid `T`
-        // (`ShmSafe: Pod`).
-        (read, unsafe { out.assume_init() })
     }
 }
 
