@@ -251,7 +251,7 @@ fn unlock_failed(rc: libc::c_int) -> ! {
 }
 
 /// How long one wait for the lock lasts at most before it looks at the lock
-/// word again (see [`RawMutex::lock`]).
+/// word again (see [`RawMutex::lock_slow`]).
 const WAIT_SLICE: Duration = Duration::from_millis(100);
 
 /// `CLOCK_MONOTONIC` now.
