@@ -416,11 +416,12 @@ impl<T: ?Sized + ShmData, A: Access> SharedMemory<T, A> {
         self.mutex.lock()
     }
 
-    /// The error of an acquisition that found the lock poisoned (out of
-    /// line: the lock paths stay small).
+    /// The error of an acquisition or a snapshot that found the segment
+    /// poisoned, holding `guard` (a guard, or a copy of the data); out of
+    /// line, so that the common paths stay small.
     #[cold]
     #[inline(never)]
-    fn poisoned<G>(&self, guard: G) -> PoisonError<G> {
+    pub(crate) fn poisoned<G>(&self, guard: G) -> PoisonError<G> {
         PoisonError::new(guard, self.key())
     }
 

@@ -7,7 +7,7 @@ use std::mem::MaybeUninit;
 use std::time::{Duration, Instant};
 
 use crate::data::{Access, ShmData};
-use crate::error::{Error, ErrorKind, LockResult, PoisonError, TryLockError, TryLockResult};
+use crate::error::{Error, ErrorKind, LockResult, TryLockError, TryLockResult};
 use crate::seq::Read;
 use crate::shared::SharedMemory;
 use crate::shm_safe::ShmSafe;
@@ -21,9 +21,9 @@ impl<T: ShmSafe, A: Access> SharedMemory<T, A> {
     ///
     /// # Errors
     ///
-    /// [`PoisonError`] when the segment is poisoned (a holder died or
+    /// [`PoisonError`](crate::PoisonError) when the segment is poisoned (a holder died or
     /// panicked, and nobody called [`clear_poison`](Self::clear_poison)); its
-    /// [`into_inner`](PoisonError::into_inner) is the copy as the data stands.
+    /// [`into_inner`](crate::PoisonError::into_inner) is the copy as the data stands.
     /// A writer killed in the middle of a write is reported this way within
     /// milliseconds (never as a clean value, never as a hang).
     ///
@@ -46,17 +46,9 @@ impl<T: ShmSafe, A: Access> SharedMemory<T, A> {
             // `read_value`.
             Read::Clean => Ok(unsafe { out.assume_init() }),
             // SAFETY: as above.
-            Read::Poisoned => Err(self.poisoned_copy(unsafe { out.assume_init() })),
+            Read::Poisoned => Err(self.poisoned(unsafe { out.assume_init() })),
             Read::TimedOut => unreachable!("a read without a deadline does not time out"),
         }
-    }
-
-    /// The error of a snapshot of a poisoned segment (out of line: the
-    /// common path stays small).
-    #[cold]
-    #[inline(never)]
-    fn poisoned_copy(&self, value: T) -> PoisonError<T> {
-        PoisonError::new(value, self.key())
     }
 
     /// Like [`snapshot`](Self::snapshot), but gives up after `timeout` if no
@@ -86,7 +78,7 @@ impl<T: ShmSafe, A: Access> SharedMemory<T, A> {
             Read::Clean => Ok(unsafe { out.assume_init() }),
             // SAFETY: as above.
             Read::Poisoned => Err(TryLockError::Poisoned(
-                self.poisoned_copy(unsafe { out.assume_init() }),
+                self.poisoned(unsafe { out.assume_init() }),
             )),
             Read::TimedOut => Err(TryLockError::TimedOut),
         }
@@ -121,7 +113,7 @@ impl<E: ShmSafe, A: Access> SharedMemory<[E], A> {
     ///
     /// # Errors
     ///
-    /// [`PoisonError`] when the segment is poisoned; `into_inner` is the copy.
+    /// [`PoisonError`](crate::PoisonError) when the segment is poisoned; `into_inner` is the copy.
     ///
     /// # Examples
     ///
@@ -137,7 +129,7 @@ impl<E: ShmSafe, A: Access> SharedMemory<[E], A> {
         let mut out = vec![E::zeroed(); self.len()];
         match self.snapshot_into(&mut out) {
             Ok(()) => Ok(out),
-            Err(_) => Err(PoisonError::new(out, self.key())),
+            Err(_) => Err(self.poisoned(out)),
         }
     }
 
@@ -146,7 +138,7 @@ impl<E: ShmSafe, A: Access> SharedMemory<[E], A> {
     ///
     /// # Errors
     ///
-    /// [`PoisonError`] when the segment is poisoned; `out` then holds the
+    /// [`PoisonError`](crate::PoisonError) when the segment is poisoned; `out` then holds the
     /// copy as the data stands.
     ///
     /// # Panics
@@ -184,7 +176,7 @@ impl<E: ShmSafe, A: Access> SharedMemory<[E], A> {
         };
         match read {
             Read::Clean => Ok(()),
-            Read::Poisoned => Err(PoisonError::new((), self.key())),
+            Read::Poisoned => Err(self.poisoned(())),
             Read::TimedOut => unreachable!("a read without a deadline does not time out"),
         }
     }
