@@ -133,6 +133,32 @@ unsafe fn copy_atomic(src: *const u8, dst: *mut u8, len: usize) {
     }
 }
 
+/// Loads the `T` at `src` with atomic loads of aligned words and returns it
+/// by value. Built for values a snapshot returns: the words go straight into
+/// the result, which the compiler can keep in registers, instead of through
+/// a buffer in memory.
+///
+/// # Safety
+///
+/// `src` must be 8-aligned and valid for reads of `size_of::<T>()` bytes for
+/// the duration of the call, in a mapping that other threads and processes
+/// access only through this library (as for [`copy_atomic`]). Every bit
+/// pattern must be a valid `T`, which `ShmSafe: Pod` guarantees.
+#[inline(always)]
+unsafe fn load_atomic<T: bytemuck::Pod>(src: *const u8) -> T {
+    let len = size_of::<T>();
+    let mut out = std::mem::MaybeUninit::<T>::uninit();
+    let dst = out.as_mut_ptr().cast::<u8>();
+    // SAFETY: copy_atomic requires an 8-aligned source of `len` readable
+    // bytes that others access only atomically or through this library
+    // (this fn's contract) and a destination with room for them (`out`).
+    unsafe { copy_atomic(src, dst, len) };
+    // SAFETY: assume_init requires every byte of `out` written, which the
+    // loop and the tail did, and a valid `T`, which every bit pattern is
+    // (`T: Pod`).
+    unsafe { out.assume_init() }
+}
+
 /// Copies `len` bytes from private memory at `src` into shared memory at
 /// `dst` with atomic stores of the widest aligned words: how a transactional
 /// commit publishes, so that no byte of the segment is ever written
@@ -225,6 +251,54 @@ impl ShmMutex {
         }
     }
 
+    /// The first look of a read: where to copy from, if a copy can start now
+    /// (the data at `data`, or the committed buffer of a transactional
+    /// segment; `None` while a write is in progress), and the value the
+    /// sequence word must stay below for the copy to be all of one commit.
+    ///
+    /// The word never goes back, so for plain data "below the word plus
+    /// one" means unchanged. For a transactional segment, the committed
+    /// buffer is written again only once the word reaches `committed + 3`
+    /// (see `read_txn`).
+    #[inline(always)]
+    fn first_look(&self, data: *const u8) -> Option<(*const u8, u64)> {
+        let before = self.seq().load(Ordering::Acquire);
+        match self.txn_buffers(before & !1) {
+            Some((committed, _)) => Some((committed.cast_const(), (before & !1) + 3)),
+            None if before & 1 == 0 => Some((data, before + 1)),
+            None => None,
+        }
+    }
+
+    /// After a copy that [`first_look`](Self::first_look) allowed (and an
+    /// acquire fence): whether the sequence word stayed below `limit` and
+    /// the segment is not poisoned.
+    #[inline(always)]
+    fn clean_below(&self, limit: u64) -> bool {
+        self.seq().load(Ordering::Relaxed) < limit && self.poison_seen().load(Ordering::Relaxed) == 0
+    }
+
+    /// The common case of a snapshot of a `T`, inlined into the caller: one
+    /// look at the sequence word, the copy, a second look. `None` when that
+    /// was not enough (a write in progress or during the copy, poison): then
+    /// [`read`](Self::read) does the rest.
+    ///
+    /// # Safety
+    ///
+    /// As for [`load_atomic`]: `src` is this segment's data, 8-aligned and
+    /// `size_of::<T>()` bytes, mapped while `self` lives.
+    #[inline(always)]
+    pub(crate) unsafe fn read_quick<T: bytemuck::Pod>(&self, src: *const u8) -> Option<T> {
+        let (from, limit) = self.first_look(src)?;
+        // SAFETY: load_atomic requires an 8-aligned source of size_of::<T>()
+        // readable bytes that others access only atomically or through this
+        // library: the data or the committed buffer (page aligned, the
+        // data's length, mapped while `self` lives; this fn's contract).
+        let value = unsafe { load_atomic::<T>(from) };
+        fence(Ordering::Acquire);
+        self.clean_below(limit).then_some(value)
+    }
+
     /// Copies `len` bytes of the data at `src` into `dst`, consistently (all
     /// from one commit), without taking the lock and without writing to the
     /// segment.
@@ -242,26 +316,15 @@ impl ShmMutex {
         len: usize,
         deadline: Option<Instant>,
     ) -> Read {
-        // The common cases, inlined: nothing changed during the copy.
-        let before = self.seq().load(Ordering::Acquire);
-        if let Some((committed, _)) = self.txn_buffers(before & !1) {
+        // The common case, inlined: nothing changed during the copy.
+        if let Some((from, limit)) = self.first_look(src) {
             // SAFETY: copy_atomic requires an 8-aligned source of `len`
-            // readable bytes (the committed buffer: page aligned, `len` bytes,
-            // mapped while `self` lives) and `dst` (this fn's contract).
-            unsafe { copy_atomic(committed, dst, len) };
+            // readable bytes (the data or the committed buffer: page aligned,
+            // `len` bytes, mapped while `self` lives) and `dst` (this fn's
+            // contract).
+            unsafe { copy_atomic(from, dst, len) };
             fence(Ordering::Acquire);
-            // See `read_txn`.
-            if self.seq().load(Ordering::Relaxed) < (before & !1) + 3
-                && self.poison_seen().load(Ordering::Relaxed) == 0
-            {
-                return Read::Clean;
-            }
-        } else if before & 1 == 0 {
-            // SAFETY: forwarded from this fn's contract.
-            unsafe { copy_atomic(src, dst, len) };
-            fence(Ordering::Acquire);
-            if self.seq().load(Ordering::Relaxed) == before && self.poison_seen().load(Ordering::Relaxed) == 0
-            {
+            if self.clean_below(limit) {
                 return Read::Clean;
             }
         }

@@ -40,6 +40,20 @@ impl<T: ShmSafe, A: Access> SharedMemory<T, A> {
     /// ```
     #[inline]
     pub fn snapshot(&self) -> LockResult<T> {
+        // SAFETY: ShmMutex::read_quick requires the segment's data as the
+        // source: 8-aligned (it starts on a page boundary), `size()` ==
+        // size_of::<T>() bytes for a single value, mapped while `self` lives.
+        match unsafe { self.mutex().read_quick::<T>(self.data_start()) } {
+            Some(value) => Ok(value),
+            None => self.snapshot_slow(),
+        }
+    }
+
+    /// [`snapshot`](Self::snapshot) when its first attempt was not enough:
+    /// retries, waits for a writer, reports poison.
+    #[cold]
+    #[inline(never)]
+    fn snapshot_slow(&self) -> LockResult<T> {
         let mut out = MaybeUninit::<T>::uninit();
         match self.read_value(&mut out, None) {
             // SAFETY: assume_init requires an initialized `T`: see
