@@ -85,6 +85,10 @@ impl<T: ShmSafe, A: Access> SharedMemory<T, A> {
     /// # Ok::<(), typed_shm::Error>(())
     /// ```
     pub fn snapshot_timeout(&self, timeout: Duration) -> TryLockResult<T> {
+        // SAFETY: as in `snapshot`.
+        if let Some(value) = unsafe { self.mutex().read_quick::<T>(self.data_start()) } {
+            return Ok(value);
+        }
         let mut out = MaybeUninit::<T>::uninit();
         match self.read_value(&mut out, Some(Instant::now() + timeout)) {
             // SAFETY: assume_init requires an initialized `T`: see
