@@ -39,7 +39,7 @@
 use std::sync::atomic::{AtomicU8, AtomicU16, AtomicU32, AtomicU64, Ordering, fence};
 use std::time::{Duration, Instant};
 
-use crate::sync::ShmMutex;
+use crate::sync::{ShmMutex, self_wait_panic};
 use crate::sys::{self, Owner};
 
 /// How long one futex wait of `wait_for_change` lasts at most: a writer that
@@ -368,6 +368,9 @@ impl ShmMutex {
                 // SAFETY: forwarded from this fn's contract.
                 unsafe { copy_atomic(src, dst, len) };
                 return Read::Poisoned;
+            } else if self.held_by_this_thread() {
+                // The write in progress is this thread's own.
+                self_wait_panic("a snapshot");
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Read::TimedOut;
@@ -438,6 +441,9 @@ impl ShmMutex {
                 }
                 None => WAIT_SLICE,
             };
+            if self.held_by_this_thread() {
+                self_wait_panic("a wait for a change");
+            }
             // Register, then look again: a committer that stored the new word
             // before our increment is seen by the second load; one that
             // stores it after sees the count and wakes us.

@@ -27,6 +27,13 @@ impl<T: ShmSafe, A: Access> SharedMemory<T, A> {
     /// A writer killed in the middle of a write is reported this way within
     /// milliseconds (never as a clean value, never as a hang).
     ///
+    /// # Panics
+    ///
+    /// If the calling thread holds the lock (through any handle of the
+    /// segment) and is in the middle of a write: the commit the copy would
+    /// wait for cannot happen while it waits. (On a transactional segment a
+    /// snapshot never waits for a writer, so it never panics.)
+    ///
     /// # Examples
     ///
     /// ```
@@ -73,6 +80,10 @@ impl<T: ShmSafe, A: Access> SharedMemory<T, A> {
     ///
     /// [`TryLockError::TimedOut`] after `timeout`;
     /// [`TryLockError::Poisoned`] as for [`snapshot`](Self::snapshot).
+    ///
+    /// # Panics
+    ///
+    /// As [`snapshot`](Self::snapshot), without waiting for `timeout`.
     ///
     /// # Examples
     ///
@@ -133,6 +144,11 @@ impl<E: ShmSafe, A: Access> SharedMemory<[E], A> {
     ///
     /// [`PoisonError`](crate::PoisonError) when the segment is poisoned; `into_inner` is the copy.
     ///
+    /// # Panics
+    ///
+    /// As [`SharedMemory::snapshot`]: if the calling thread holds the lock
+    /// and is in the middle of a write.
+    ///
     /// # Examples
     ///
     /// ```
@@ -161,7 +177,8 @@ impl<E: ShmSafe, A: Access> SharedMemory<[E], A> {
     ///
     /// # Panics
     ///
-    /// If `out.len() != self.len()`.
+    /// If `out.len() != self.len()`; as [`SharedMemory::snapshot`], if the
+    /// calling thread holds the lock and is in the middle of a write.
     ///
     /// # Examples
     ///
@@ -229,6 +246,12 @@ impl<T: ?Sized + ShmData, A: Access> SharedMemory<T, A> {
     /// [`lock`](Self::lock) reports it; a writer killed in the middle of a
     /// write is noticed within 100 ms.
     ///
+    /// # Panics
+    ///
+    /// If it would wait while the calling thread holds the lock (through any
+    /// handle of the segment): nobody else can commit until that thread lets
+    /// go, so the wait would never end.
+    ///
     /// # Examples
     ///
     /// ```
@@ -257,6 +280,11 @@ impl<T: ?Sized + ShmData, A: Access> SharedMemory<T, A> {
     ///
     /// [`ErrorKind::TimedOut`] if the version stayed `since` (and the segment
     /// unpoisoned) for `timeout`.
+    ///
+    /// # Panics
+    ///
+    /// As [`wait_for_change`](Self::wait_for_change), without waiting for
+    /// `timeout`.
     ///
     /// # Examples
     ///

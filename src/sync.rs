@@ -44,6 +44,18 @@ fn relock_panic() -> ! {
     )
 }
 
+/// A snapshot or a wait for a change by the thread that holds the lock:
+/// the write it would wait for cannot end while the thread waits.
+#[cold]
+#[inline(never)]
+pub(crate) fn self_wait_panic(what: &str) -> ! {
+    panic!(
+        "typed-shm: {what} by the thread that holds the lock of this segment (a guard is still \
+         alive or was forgotten): the commit it would wait for cannot happen while it waits, so \
+         waiting would never end; drop the guard first"
+    )
+}
+
 /// How an acquisition ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Outcome {
@@ -315,6 +327,14 @@ impl ShmMutex {
     #[inline]
     fn held_by(&self, me: u64) -> bool {
         self.holder().load(Ordering::Relaxed) == me
+    }
+
+    /// Whether the calling thread holds the lock (through any handle of the
+    /// segment): then no other thread can commit until it lets go, so it
+    /// must not wait for a commit. For the waiting paths only (a load of
+    /// the holder word).
+    pub(crate) fn held_by_this_thread(&self) -> bool {
+        sys::existing_lock_token().is_some_and(|me| self.held_by(me))
     }
 
     /// Takes the lock, waiting as long as it takes.

@@ -143,8 +143,67 @@ fn child(role: &str, key: &str) {
             drop(g);
             say("committed");
         }
+        // Holds a write guard in the middle of a write and, from the same
+        // thread, takes snapshots and waits for changes through this handle
+        // and another one; says how each ended.
+        "self-waiter" => self_waiter(key),
         other => panic!("unknown role {other}"),
     }
+}
+
+/// The `self-waiter` role: see `a_thread_that_holds_the_lock_is_refused_a_wait_for_its_own_commit`.
+fn self_waiter(key: &str) {
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    // The refused calls panic on purpose; say everything else.
+    std::panic::set_hook(Box::new(|info| {
+        if !info.to_string().contains("would never end") {
+            eprintln!("{info}");
+        }
+    }));
+    let shm = SharedMemory::<Row>::attach(key).expect("attach");
+    let other = SharedMemory::<Row, ReadOnly>::attach(key).expect("attach");
+    let short = Duration::from_millis(200);
+    let mut g = shm.lock().expect("not poisoned");
+    g[0] = 7;
+    let v = shm.version();
+    let calls: [(&str, &dyn Fn() -> String); 5] = [
+        ("snapshot", &|| format!("{:?}", shm.snapshot().map(|r| r[0]))),
+        ("other snapshot", &|| {
+            format!("{:?}", other.snapshot().map(|r| r[0]))
+        }),
+        ("other snapshot_timeout", &|| {
+            format!("{:?}", other.snapshot_timeout(short).map(|r| r[0]))
+        }),
+        ("wait_for_change", &|| shm.wait_for_change(v).to_string()),
+        ("other wait_for_change_timeout", &|| {
+            format!(
+                "{:?}",
+                other.wait_for_change_timeout(v, short).map_err(|e| e.kind())
+            )
+        }),
+    ];
+    for (name, call) in calls {
+        say(&format!("calling {name}"));
+        match catch_unwind(AssertUnwindSafe(call)) {
+            Ok(what) => say(&format!("{name} returned {what}")),
+            Err(e) => {
+                let msg = e
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                say(&format!("{name} panicked: {msg}"));
+            }
+        }
+    }
+    g[1] = 7;
+    drop(g);
+    say(&format!(
+        "then {:?} version {} poisoned {}",
+        other.snapshot().map(|r| r[..2].to_vec()),
+        other.version(),
+        other.is_poisoned()
+    ));
 }
 
 /// Runs one writer and two readers at once; returns (commits, each reader's
@@ -379,6 +438,48 @@ fn a_stopped_writer_makes_snapshot_timeout_time_out_then_the_commit_shows() {
     assert_eq!(shm.snapshot_timeout(LINE).unwrap(), [99; 16]);
     assert_eq!(shm.version(), 1);
     c.wait_success(LINE);
+    drop(shm);
+    keys.finish();
+}
+
+/// A thread that holds the lock and then takes a snapshot (in the middle of
+/// its own write) or waits for a change cannot see the commit it waits for:
+/// it would wait forever. Each such call panics at once, through the same
+/// handle and through another one, with a message that says why, and the
+/// guard it holds is unaffected: dropped normally afterwards, it commits
+/// unpoisoned. The calls run in a child process, each under a deadline, so a
+/// call that hangs fails the test instead of hanging it.
+#[test]
+fn a_thread_that_holds_the_lock_is_refused_a_wait_for_its_own_commit() {
+    const ENTRY: &str = "a_thread_that_holds_the_lock_is_refused_a_wait_for_its_own_commit";
+    if let Some((role, key)) = common::role() {
+        return child(&role, &key);
+    }
+    let key = unique_key("snap-self");
+    let keys = Keys::new(&[&key]);
+    let shm = SharedMemory::<Row>::create(&key, [0; 16]).expect("create");
+    let mut c = Child::spawn(ENTRY, "self-waiter", &key, &[]);
+    for name in [
+        "snapshot",
+        "other snapshot",
+        "other snapshot_timeout",
+        "wait_for_change",
+        "other wait_for_change_timeout",
+    ] {
+        c.expect(&format!("calling {name}"), LINE);
+        let Some(line) = c.lines_within(LINE) else {
+            c.kill();
+            panic!("{name} by the lock's holder hung: no answer within {LINE:?}");
+        };
+        let msg = line
+            .strip_prefix(&format!("{name} panicked: "))
+            .unwrap_or_else(|| panic!("{name} by the lock's holder must panic: {line}"));
+        assert!(msg.contains("would never end"), "{name}: {msg}");
+    }
+    c.expect("then Ok([7, 7]) version 1 poisoned false", LINE);
+    c.wait_success(LINE);
+    assert!(!shm.is_poisoned());
+    assert_eq!(shm.snapshot().expect("not poisoned")[..2], [7, 7]);
     drop(shm);
     keys.finish();
 }

@@ -150,6 +150,12 @@ pub(crate) fn lock_token() -> u64 {
     if token != 0 { token } else { new_lock_token() }
 }
 
+/// This thread's token if it has one: a thread without one has never
+/// locked a segment (so it holds none), and asking does not give it one.
+pub(crate) fn existing_lock_token() -> Option<u64> {
+    TOKEN.try_with(Cell::get).ok().filter(|&t| t != 0)
+}
+
 #[cold]
 #[inline(never)]
 fn new_lock_token() -> u64 {
