@@ -889,10 +889,21 @@ static inline int tshm_is_transactional(const tshm_segment *seg) { return seg->t
 
 /** Commits so far, in every process (SPEC §6, §8). Thread-safe. */
 static inline uint64_t tshm_version(const tshm_segment *seg) {
+    _Atomic uint64_t *seq = tshm__a64(seg, TSHM__OFF_SEQ);
     if (seg->transactional) {
-        return atomic_load_explicit(tshm__a64(seg, TSHM__OFF_TXN_COMMITS), memory_order_acquire);
+        /* The commits snapshots can see: the count, less one counted by a
+         * publish that has not made the word even yet (its parity then
+         * differs from the committed buffer's bit), read between two equal
+         * loads of the word (SPEC §8). */
+        for (;;) {
+            uint64_t s = atomic_load_explicit(seq, memory_order_acquire);
+            uint64_t n = atomic_load_explicit(tshm__a64(seg, TSHM__OFF_TXN_COMMITS), memory_order_acquire);
+            if (atomic_load_explicit(seq, memory_order_relaxed) == s) {
+                return n - ((n & 1) != ((s >> 1) & 1));
+            }
+        }
     }
-    return atomic_load_explicit(tshm__a64(seg, TSHM__OFF_SEQ), memory_order_acquire) >> 1;
+    return atomic_load_explicit(seq, memory_order_acquire) >> 1;
 }
 
 /* The committed buffer of a transactional segment as of sequence word s. */
@@ -951,10 +962,19 @@ static inline void tshm__after_owner_died(tshm_segment *seg) {
     _Atomic uint64_t *seq = tshm__a64(seg, TSHM__OFF_SEQ);
     uint64_t s = atomic_load_explicit(seq, memory_order_relaxed);
     if (seg->transactional) {
-        /* No poison: the committed buffer was never written. An unfinished
-         * publish moves on to the same committed buffer, never back. */
+        /* No poison: the committed buffer was never written. A publish that
+         * already counted its commit (the count's parity differs from the
+         * committed buffer's bit) had copied it whole: complete it. Any
+         * other unfinished publish moves on to the same committed buffer,
+         * never back. */
         if (s & 1) {
-            atomic_store_explicit(seq, s + 3, memory_order_release);
+            uint64_t commits = atomic_load_explicit(tshm__a64(seg, TSHM__OFF_TXN_COMMITS), memory_order_acquire);
+            if ((commits & 1) != ((s >> 1) & 1)) {
+                atomic_store_explicit(seq, s + 1, memory_order_release);
+                tshm__wake_waiters(seg);
+            } else {
+                atomic_store_explicit(seq, s + 3, memory_order_release);
+            }
         }
         return;
     }
@@ -1003,7 +1023,9 @@ static inline int tshm__acquired(tshm_segment *seg, int rc, uint64_t me) {
  * the first locker after a death also repairs the sequence word, SPEC §4),
  * or, not held: TSHM_E_TIMED_OUT, TSHM_E_DEADLOCK (this thread holds it
  * already), TSHM_E_OS. In a transactional segment a dead holder's changes
- * are discarded and the lock is not poisoned by its death.
+ * are discarded (unless it died after counting a commit whose copy was
+ * whole, which is then completed, SPEC §8) and the lock is not poisoned by
+ * its death.
  *
  * While held, tshm_data() may be read; to write a plain segment call
  * tshm_begin_write() before the first store, then tshm_unlock(seg, 1); to
@@ -1202,7 +1224,9 @@ static inline int tshm_commit_txn(tshm_segment *seg, const void *new_data) {
     atomic_store_explicit(seq, s | 1, memory_order_relaxed);
     atomic_thread_fence(memory_order_release);
     tshm__copy_to_shared(target, new_data, seg->data_len);
-    atomic_store_explicit(commits, atomic_load_explicit(commits, memory_order_relaxed) + 1, memory_order_relaxed);
+    /* Release: a locker that finds this process dead before the next store
+     * and sees the count sees the whole copy, and completes the commit. */
+    atomic_store_explicit(commits, atomic_load_explicit(commits, memory_order_relaxed) + 1, memory_order_release);
     atomic_store_explicit(seq, (s | 1) + 1, memory_order_release);
     tshm__unlock_raw(seg);
     tshm__wake_waiters(seg);

@@ -239,15 +239,36 @@ fn back_off(round: u32, deadline: Option<Instant>) {
 
 impl ShmMutex {
     /// Commits so far: half the sequence word (an odd word is a commit in
-    /// progress, not yet counted), or, for a transactional segment, its
-    /// commit count (its sequence word also moves when a dead writer's
-    /// unfinished commit is abandoned).
+    /// progress, not yet counted), or, for a transactional segment, the
+    /// commits its snapshots can see (its sequence word also moves when a
+    /// dead writer's unfinished commit is abandoned, so it does not count).
     #[inline]
     pub(crate) fn version(&self) -> u64 {
         if self.is_transactional() {
-            self.txn_commits().load(Ordering::Acquire)
+            self.txn_version()
         } else {
             self.seq().load(Ordering::Acquire) >> 1
+        }
+    }
+
+    /// The commits of a transactional segment that snapshots can see. A
+    /// publish counts its commit (the commit count) just before it makes the
+    /// word even; in between, and after a writer died there until the next
+    /// locker completes its commit, the count is one ahead of the committed
+    /// buffer. The count's parity always equals the committed buffer's bit
+    /// once that buffer is committed (each commit flips both), so a parity
+    /// that differs means one commit counted but not yet visible. Read
+    /// between two equal loads of the word, the count is either the visible
+    /// commits or one more (the next publish counts only after making the
+    /// word odd).
+    fn txn_version(&self) -> u64 {
+        loop {
+            let s = self.seq().load(Ordering::Acquire);
+            let count = self.txn_commits().load(Ordering::Acquire);
+            if self.seq().load(Ordering::Relaxed) == s {
+                return count - u64::from(count & 1 != (s >> 1) & 1);
+            }
+            std::hint::spin_loop();
         }
     }
 

@@ -221,17 +221,33 @@ impl ShmMutex {
     ///
     /// A transactional segment is not poisoned: its committed buffer was
     /// never written by the dead holder. If it died while publishing into
-    /// the other buffer (the word is odd), the word moves on to the next
-    /// value that names the same committed buffer (+3: bit 1, the buffer,
-    /// unchanged; even again), so that it never goes back — a reader's check
-    /// relies on that — and no commit is counted.
+    /// the other buffer (the word is odd), the commit count says how far it
+    /// got. Its parity always equals the committed buffer's bit (each
+    /// commit flips both; nothing else changes either), and a publish
+    /// counts its commit only after its copy is complete, just before the
+    /// word becomes even. So a count whose parity differs from the buffer
+    /// bit is a commit whose copy is whole and counted: it is completed (the
+    /// word +1: even, the other buffer committed), so that the version
+    /// never counts a commit nobody can see. Otherwise the commit is
+    /// abandoned: the word moves on to the next value that names the same
+    /// committed buffer (+3: bit 1, the buffer, unchanged; even again), so
+    /// that it never goes back — a reader's check relies on that — and no
+    /// commit is counted.
     #[cold]
     #[inline(never)]
     fn after_owner_died(&self) {
         let s = self.seq().load(Ordering::Relaxed);
         if self.is_transactional() {
             if s & 1 == 1 {
-                self.seq().store(s + 3, Ordering::Release);
+                // Acquire: the dead writer's copy, stored before its count
+                // (release), is seen with the count.
+                let commits = self.txn_commits().load(Ordering::Acquire);
+                if commits & 1 != (s >> 1) & 1 {
+                    self.seq().store(s + 1, Ordering::Release);
+                    self.wake_waiters();
+                } else {
+                    self.seq().store(s + 3, Ordering::Release);
+                }
             }
             return;
         }
@@ -461,7 +477,9 @@ impl ShmMutex {
     /// woken. Without, nothing in the segment changes.
     ///
     /// The word is odd while the copy is stored: a process that dies there
-    /// leaves it odd, and the next locker sets it back (`after_owner_died`).
+    /// leaves it odd, and the next locker moves it on (`after_owner_died`):
+    /// to the same committed buffer, or — if the commit was already counted,
+    /// its copy whole — to the new one, completing the commit.
     ///
     /// # Safety
     ///
@@ -480,8 +498,11 @@ impl ShmMutex {
             // as many bytes in the segment: the uncommitted buffer (page
             // aligned, `data_len()` bytes, mapped: `new`'s contract).
             unsafe { crate::seq::copy_atomic_store(src, target, self.data_len) };
+            // Release: a locker that finds this process dead before the
+            // word below and sees the count sees the whole copy (see
+            // `after_owner_died`, which then completes the commit).
             let commits = self.txn_commits().load(Ordering::Relaxed);
-            self.txn_commits().store(commits + 1, Ordering::Relaxed);
+            self.txn_commits().store(commits + 1, Ordering::Release);
             // Release: a reader that sees this value sees the buffer and the
             // commit count written before it.
             self.seq().store((s | 1) + 1, Ordering::Release);

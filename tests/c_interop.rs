@@ -430,6 +430,44 @@ fn transactional_commits_from_c_are_whole() {
     keys.finish();
 }
 
+/// A Rust writer killed in the middle of publishing a transactional commit,
+/// after it counted the commit (its copy whole, only the sequence word left
+/// to store): before C locks, C's version and snapshot agree on the last
+/// visible commit; C's lock completes the counted one, and both languages
+/// then see it, counted once.
+#[test]
+fn a_counted_commit_of_a_killed_writer_is_completed_by_c() {
+    const ENTRY: &str = "a_counted_commit_of_a_killed_writer_is_completed_by_c";
+    if let Some((role, key)) = common::role() {
+        assert_eq!(role, "counted-dier");
+        let shm = SharedMemory::<Row>::attach(&key).expect("attach");
+        let _g = shm.lock().expect("not poisoned");
+        let row: Vec<u8> = [1u64; 16].iter().flat_map(|w| w.to_ne_bytes()).collect();
+        common::write_half_published_commit(&key, &row, true);
+        say("crafted");
+        hear();
+        unreachable!("the writer is killed");
+    }
+    let key = unique_key("c-counted");
+    let keys = Keys::new(&[&key]);
+    let shm = SharedMemory::<Row>::options()
+        .transactional(true)
+        .create(&key, [0; 16])
+        .unwrap();
+    let mut writer = Child::spawn(ENTRY, "counted-dier", &key, &[]);
+    writer.expect("crafted", LINE);
+    writer.kill();
+    let mut c = CProc::spawn("row_peer", &[&key, &hex(Row::FINGERPRINT), "txn-repair"]);
+    c.expect("before 0 OK 0 lock OK after 1 OK 1");
+    c.wait_success();
+    assert_eq!(shm.version(), 1);
+    assert_eq!(shm.snapshot().unwrap(), [1; 16]);
+    assert_eq!(*shm.lock().expect("not poisoned"), [1; 16]);
+    assert_eq!(shm.version(), 1, "counted once");
+    drop(shm);
+    keys.finish();
+}
+
 /// Errors and liveness: the C native keys equal Rust's; a missing key, a
 /// wrong fingerprint, size, slice flag or length, a foreign file and
 /// another format version are each refused with their code (the foreign

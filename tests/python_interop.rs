@@ -530,6 +530,48 @@ fn python_commits_to_a_transactional_segment_whole_and_discards_on_exception() {
     keys.finish();
 }
 
+/// A Rust writer killed in the middle of publishing a transactional commit,
+/// after it counted the commit (its copy whole, only the sequence word left
+/// to store): before Python locks, Python's version and snapshot agree on
+/// the last visible commit; Python's lock completes the counted one, and
+/// both languages then see it, counted once.
+#[test]
+fn a_counted_commit_of_a_killed_writer_is_completed_by_python() {
+    const ENTRY: &str = "a_counted_commit_of_a_killed_writer_is_completed_by_python";
+    if let Some((r, key)) = role() {
+        assert_eq!(r, "counted-dier");
+        let shm = SharedMemory::<Sample>::attach(&key).expect("attach");
+        let _g = shm.lock().expect("not poisoned");
+        let next = Sample {
+            seq: 4242,
+            ..sample()
+        };
+        common::write_half_published_commit(&key, typed_shm::__private::bytemuck::bytes_of(&next), true);
+        say("crafted");
+        hear();
+        unreachable!("the writer is killed");
+    }
+    let key = unique_key("py-counted");
+    let keys = Keys::new(&[&key]);
+    let shm = SharedMemory::<Sample>::options()
+        .transactional(true)
+        .create(&key, sample())
+        .unwrap();
+    let mut writer = Child::spawn(ENTRY, "counted-dier", &key, &[]);
+    writer.expect("crafted", Duration::from_secs(30));
+    writer.kill();
+    run_py(
+        &["txn-repair", &key],
+        &format!("before 0 {} after 1 4242", sample().seq),
+    );
+    assert_eq!(shm.version(), 1);
+    assert_eq!(shm.snapshot().unwrap().seq, 4242);
+    assert_eq!(shm.lock().expect("not poisoned").seq, 4242);
+    assert_eq!(shm.version(), 1, "counted once");
+    drop(shm);
+    keys.finish();
+}
+
 #[test]
 fn python_attach_errors_have_the_rust_kinds() {
     let base = unique_key("py-err");

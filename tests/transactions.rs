@@ -9,7 +9,7 @@ use std::os::unix::fs::FileExt;
 use std::time::Duration;
 
 use common::{Child, Keys, hear, say, unique_key};
-use typed_shm::{Guard, ReadOnly, SharedMemory, TryLockError};
+use typed_shm::{ErrorKind, Guard, ReadOnly, SharedMemory, TryLockError};
 
 const LINE: Duration = Duration::from_secs(30);
 
@@ -68,6 +68,23 @@ fn child(role: &str, key: &str) {
             drop(g);
             say("committed");
         }
+        // Holds the lock and leaves the segment as a writer killed in the
+        // middle of publishing a commit of 1 + the version would: the next
+        // row in the other buffer, the word odd, and — for the "counted"
+        // writer, which died after counting the commit — the count one
+        // further. Then waits to be killed.
+        "counted-dier" | "uncounted-dier" => {
+            let shm = SharedMemory::<Big>::attach(key).expect("attach");
+            let g = shm.lock().expect("not poisoned");
+            let row: Vec<u8> = [shm.version() + 1; 4096]
+                .iter()
+                .flat_map(|w| w.to_ne_bytes())
+                .collect();
+            common::write_half_published_commit(key, &row, role == "counted-dier");
+            say("crafted");
+            hear();
+            drop(g);
+        }
         // Holds a read-only guard until killed.
         "reader-holder" => {
             let shm = SharedMemory::<Big, ReadOnly>::attach(key).expect("attach");
@@ -79,8 +96,11 @@ fn child(role: &str, key: &str) {
     }
 }
 
-/// Checks the segment after a writer's death: `lock` is `Ok` (never
-/// poisoned) with a whole commit equal to the version, and so is `snapshot`.
+/// Checks the segment after a writer's death: `snapshot` is a whole commit
+/// equal to the version; `lock` is `Ok` (never poisoned) with a whole commit
+/// equal to the version then — the same, or one more if the dead writer had
+/// counted a commit whose copy was whole, which the lock completes; a
+/// snapshot agrees. Returns the version.
 fn check_whole(shm: &SharedMemory<Big>, what: &str) -> u64 {
     let version = shm.version();
     let snap = shm
@@ -99,13 +119,20 @@ fn check_whole(shm: &SharedMemory<Big>, what: &str) -> u64 {
         g.iter().all(|&w| w == g[0]),
         "{what}: the lock shows a mix of two commits"
     );
-    assert_eq!(
-        g[0], version,
-        "{what}: the lock shows something else than the last commit"
+    assert!(
+        g[0] == version || g[0] == version + 1,
+        "{what}: the lock shows {} after version {version}",
+        g[0]
     );
+    let version = g[0];
     drop(g);
     assert!(!shm.is_poisoned(), "{what}");
     assert_eq!(shm.version(), version, "{what}: a read committed");
+    assert_eq!(
+        shm.snapshot().expect("not poisoned")[0],
+        version,
+        "{what}: the snapshot after the lock"
+    );
     version
 }
 
@@ -235,6 +262,67 @@ fn a_writer_or_reader_killed_holding_the_lock_leaves_the_last_commit() {
     }
     drop(shm);
     keys.finish();
+}
+
+/// A writer killed in the middle of publishing a commit: if it had not yet
+/// counted the commit, the commit is abandoned (the last commit stays, the
+/// version does not move); if it had counted it — its copy was then whole,
+/// and only the sequence word was left to store — the next locker completes
+/// it: the lock shows the new row, the version counts it, and waiters are
+/// woken. Before that lock, `version` and `snapshot` agree on the last
+/// commit either way (the count runs one ahead, and `version` knows it by
+/// its parity). The deaths are made exact: the child holds the lock and
+/// writes what the publish would have written up to that instant, then is
+/// killed.
+#[test]
+fn a_writer_killed_after_counting_its_commit_is_completed_not_counted_twice() {
+    const ENTRY: &str = "a_writer_killed_after_counting_its_commit_is_completed_not_counted_twice";
+    if let Some((role, key)) = common::role() {
+        return child(&role, &key);
+    }
+    for (role, expected) in [("uncounted-dier", 0), ("counted-dier", 1)] {
+        let key = unique_key(role);
+        let keys = Keys::new(&[&key]);
+        let shm = txn_create(&key);
+        let mut c = Child::spawn(ENTRY, role, &key, &[]);
+        c.expect("crafted", LINE);
+        assert_eq!(raw_seq(&key) & 1, 1, "{role}: the word is odd");
+        // An abandoned commit wakes nobody; a completed one wakes waiters.
+        let wait = if expected == 0 {
+            Duration::from_millis(300)
+        } else {
+            LINE
+        };
+        std::thread::scope(|s| {
+            let waiter = s.spawn(|| shm.wait_for_change_timeout(0, wait));
+            c.kill_and_reap();
+            // Nobody has locked since: the commit is neither completed nor
+            // abandoned yet, and every reader sees the last commit.
+            assert_eq!(shm.version(), 0, "{role}: version before the next lock");
+            assert!(
+                shm.snapshot().expect("not poisoned").iter().all(|&w| w == 0),
+                "{role}: snapshot before the next lock"
+            );
+            let g = match shm.lock() {
+                Ok(g) => g,
+                Err(_) => panic!("{role}: a transactional segment reported poison"),
+            };
+            assert!(
+                g.iter().all(|&w| w == expected),
+                "{role}: the lock shows {}",
+                g[0]
+            );
+            drop(g);
+            assert_eq!(raw_seq(&key) & 1, 0, "{role}: the word is even again");
+            assert_eq!(check_whole(&shm, role), expected);
+            match waiter.join().unwrap() {
+                Ok(v) => assert_eq!((expected, v), (1, 1), "{role}: the waiter woke"),
+                Err(e) => assert_eq!((expected, e.kind()), (0, ErrorKind::TimedOut), "{role}"),
+            }
+        });
+        drop(shm);
+        keys.finish();
+    }
 }
 
 /// A panic under a write guard and `Guard::rollback` discard the changes:

@@ -243,6 +243,18 @@ def cmd_txn(key):
         say("snapshot-ok")
 
 
+def cmd_txn_repair(key):
+    """After a Rust writer was killed having counted a transactional commit
+    it had not yet made visible: the version and a snapshot before this
+    process locks, then after its lock (which completes that commit)."""
+    with typed_shm.attach(key) as h:
+        before = (h.version, h.snapshot()["seq"])
+        with h.lock():
+            pass
+        check(not h.is_poisoned, "a transactional segment is never poisoned")
+        say("before", before[0], before[1], "after", h.version, h.snapshot()["seq"])
+
+
 def cmd_errors(base, foreign, pidns, oldver, empty, link, good, good_fp):
     expect_error("NotFound", typed_shm.attach, base + "-missing")
     expect_error("KeyError", typed_shm.attach, "")

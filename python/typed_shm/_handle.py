@@ -423,6 +423,18 @@ def _count_others(fd):
     return count
 
 
+def _txn_version(m):
+    """The commits of a transactional segment that snapshots can see (section
+    8): the count, less one counted by a publish that has not yet made the
+    sequence word even (its parity then differs from the committed buffer's
+    bit), read between two equal loads of the word."""
+    while True:
+        s = m.seq.value
+        n = m.txn_commits.value
+        if m.seq.value == s:
+            return n - ((n & 1) != ((s >> 1) & 1))
+
+
 def _back_off(round_, deadline):
     if round_ < 16:
         return
@@ -480,7 +492,7 @@ class Handle:
     def version(self):
         """Commits so far, in every process."""
         m = self._live()
-        return m.txn_commits.value if self._txn else m.seq.value >> 1
+        return _txn_version(m) if self._txn else m.seq.value >> 1
 
     @property
     def is_poisoned(self):
@@ -561,7 +573,7 @@ class Handle:
                 src = data_addr + (self._info["stride"] if (committed >> 1) & 1 else 0)
                 data = ctypes.string_at(src, n)
                 if seq.value < committed + 3:
-                    return data, m.txn_commits.value, m.poison_seen.value != 0
+                    return data, _txn_version(m), m.poison_seen.value != 0
             elif before & 1 == 0:
                 data = ctypes.string_at(data_addr, n)
                 if seq.value == before:
@@ -584,7 +596,7 @@ class Handle:
         waiters = m.base + OFF_WAITERS
         while True:
             seen = m.seq.value
-            version = m.txn_commits.value if self._txn else seen >> 1
+            version = _txn_version(m) if self._txn else seen >> 1
             dead_writer = not self._txn and seen & 1 and m.lockword.value & _sys.FUTEX_OWNER_DIED
             if version != since or self.is_poisoned or dead_writer:
                 return version
@@ -666,7 +678,15 @@ class _Lock:
             s = m.seq.value
             if h._txn:
                 if s & 1:
-                    m.seq.value = s + 3
+                    # A publish that already counted its commit (the count's
+                    # parity differs from the committed buffer's bit) had
+                    # copied it whole: complete it; else abandon it (the same
+                    # committed buffer, never back).
+                    if (m.txn_commits.value & 1) != ((s >> 1) & 1):
+                        m.seq.value = s + 1
+                        self._wake(m)
+                    else:
+                        m.seq.value = s + 3
             else:
                 m.poisoned.value = 1
                 m.poison_seen.value = 1

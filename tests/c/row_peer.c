@@ -144,6 +144,24 @@ static int poisoned(tshm_segment *seg) {
     return 0;
 }
 
+/* After a writer was killed having counted a commit it had not made
+ * visible yet: the version and a snapshot before this process locks, then
+ * after its lock (which completes that commit). */
+static int txn_repair(tshm_segment *seg) {
+    row r;
+    uint64_t before = tshm_version(seg);
+    int snap = tshm_snapshot(seg, r, 1000);
+    uint64_t seen = r[0];
+    int lock = tshm_lock(seg, 5000);
+    check(lock >= 0, "lock");
+    check(tshm_unlock(seg, 0) == TSHM_OK, "unlock");
+    uint64_t after = tshm_version(seg);
+    int again = tshm_snapshot(seg, r, 1000);
+    say("before %" PRIu64 " %s %" PRIu64 " lock %s after %" PRIu64 " %s %" PRIu64, before, rc_name(snap), seen,
+        rc_name(lock), after, rc_name(again), r[0]);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     check(argc >= 4, "usage: row_peer KEY FINGERPRINT MODE [ARG]");
     tshm_expect want = TSHM_EXPECT(row, arg_u64(argv[2]));
@@ -167,6 +185,8 @@ int main(int argc, char **argv) {
         txn_hold(&seg);
     } else if (strcmp(mode, "poisoned") == 0) {
         rc = poisoned(&seg);
+    } else if (strcmp(mode, "txn-repair") == 0) {
+        rc = txn_repair(&seg);
     } else {
         check(0, "a known mode");
     }

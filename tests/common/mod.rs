@@ -570,3 +570,37 @@ pub fn monotonic_ns() -> i128 {
     assert_eq!(unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) }, 0);
     i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
 }
+
+/// Leaves a transactional segment as a writer killed in the middle of
+/// publishing a commit would (SPEC.md §8), up to one instant: `payload` in
+/// the buffer that is not committed, then — if `counted` — the commit count
+/// one further, then the sequence word odd. The caller holds the lock (and
+/// is then killed, as that writer was); the word must be even.
+pub fn write_half_published_commit(key: &str, payload: &[u8], counted: bool) {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(shm_path(key))
+        .expect("the segment file");
+    let word = |at: u64| {
+        let mut b = [0u8; 8];
+        file.read_exact_at(&mut b, at).expect("read the header");
+        u64::from_ne_bytes(b)
+    };
+    // data_offset, data_len, the page size (a u32 of the ABI stamp), the
+    // sequence word and the commit count.
+    let (data_offset, data_len, page) = (word(40), word(48), word(32) & 0xffff_ffff);
+    let (seq, commits) = (word(512), word(528));
+    assert_eq!(seq & 1, 0, "a commit is already in progress");
+    assert_eq!(payload.len() as u64, data_len, "one buffer's worth");
+    let other = 1 - ((seq >> 1) & 1);
+    let at = data_offset + other * data_len.next_multiple_of(page);
+    file.write_all_at(payload, at).expect("write the other buffer");
+    if counted {
+        file.write_all_at(&(commits + 1).to_ne_bytes(), 528)
+            .expect("write the count");
+    }
+    file.write_all_at(&(seq | 1).to_ne_bytes(), 512)
+        .expect("write the word");
+}
