@@ -27,6 +27,8 @@ mod child;
 mod floor;
 #[path = "shm/futex.rs"]
 mod futex;
+#[path = "shm/instructions.rs"]
+mod instructions;
 #[path = "shm/names.rs"]
 mod names;
 #[path = "shm/peer.rs"]
@@ -70,7 +72,7 @@ const PLAIN: &str = "typed_shm_plain";
 const NO_WRITER: &str = "no_writer";
 
 fn main() {
-    if child::run_if_child() {
+    if child::run_if_child() || instructions::run_if_asked() {
         return;
     }
     let mut c = Criterion::default().configure_from_args();
@@ -315,9 +317,10 @@ fn txn_commit_64b(c: &mut Criterion) {
 
 /// A commit of 1 MiB in a transactional `SharedMemory<[u8]>`: lock,
 /// `copy_from_slice` of a 1 MiB source through the guard, drop. The commit
-/// moves the data three times: committed buffer → private buffer (the first
-/// `DerefMut`), source → private buffer (the caller's copy), private buffer
-/// → the segment's other buffer (the publish, with 8-byte atomic stores).
+/// moves the data twice: source → private buffer (the caller's copy; the
+/// first `DerefMut` copies nothing in, because the same handle made the last
+/// commit and its private buffer holds it), private buffer → the segment's
+/// other buffer (the publish, with 8-byte atomic stores).
 ///
 /// The floor is plain `memcpy` of the source into a shared mapping of the
 /// same size, no lock (`Memcpy`, as in `big_copy`): any write of 1 MiB that
