@@ -1269,7 +1269,9 @@ static inline void tshm__back_off(unsigned round, int64_t deadline) {
  *
  * Returns TSHM_OK (a clean copy), TSHM_POISONED (the segment is poisoned;
  * `out` holds the data as it stands — a writer killed mid-write is reported
- * this way at once), or TSHM_E_TIMED_OUT (`out` may be partly written).
+ * this way at once), TSHM_E_TIMED_OUT (`out` may be partly written), or,
+ * at once, TSHM_E_DEADLOCK if the write in progress is this thread's own
+ * (it holds the lock: the write cannot end while it waits).
  * Thread-safe; works on read-only handles.
  */
 static inline int tshm_snapshot(const tshm_segment *seg, void *out, long timeout_ms) {
@@ -1297,6 +1299,10 @@ static inline int tshm_snapshot(const tshm_segment *seg, void *out, long timeout
             /* The writer died mid-write: the data as it stands. */
             tshm__copy_from_shared(out, seg->data, seg->data_len);
             return TSHM_POISONED;
+        } else if (tshm__held_here(seg)) {
+            /* The write in progress is this thread's own: it cannot end
+             * while this thread waits. */
+            return TSHM_E_DEADLOCK;
         }
         if (deadline >= 0 && tshm__now_ns() >= deadline) {
             return TSHM_E_TIMED_OUT;
@@ -1315,7 +1321,9 @@ static inline int tshm_snapshot(const tshm_segment *seg, void *out, long timeout
  * Returns TSHM_OK with the new version in *new_version (if not NULL);
  * TSHM_POISONED if the segment is or becomes poisoned (*new_version: the
  * version as it is), so that the caller's next snapshot or lock reports it;
- * TSHM_E_TIMED_OUT if nothing changed within `timeout_ms`. Thread-safe.
+ * TSHM_E_TIMED_OUT if nothing changed within `timeout_ms`; TSHM_E_DEADLOCK,
+ * at once, if it would wait while this thread holds the lock (nobody else
+ * can commit until it lets go). Thread-safe.
  */
 static inline int tshm_wait_for_change(const tshm_segment *seg, uint64_t since, long timeout_ms,
                                        uint64_t *new_version) {
@@ -1332,6 +1340,9 @@ static inline int tshm_wait_for_change(const tshm_segment *seg, uint64_t since, 
                 *new_version = version;
             }
             return poisoned ? TSHM_POISONED : TSHM_OK;
+        }
+        if (tshm__held_here(seg)) {
+            return TSHM_E_DEADLOCK;
         }
         int64_t slice = (int64_t)TSHM__WAIT_SLICE_MS * 1000000;
         if (deadline >= 0) {

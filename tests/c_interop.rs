@@ -430,6 +430,25 @@ fn transactional_commits_from_c_are_whole() {
     keys.finish();
 }
 
+/// A C thread in the middle of its own write is refused a snapshot and a
+/// wait for a change (both without a time limit) at once, with
+/// `TSHM_E_DEADLOCK`, instead of waiting forever for a commit that cannot
+/// happen while it waits; the write then commits, unpoisoned. (A hang fails
+/// on the line's deadline.)
+#[test]
+fn a_c_snapshot_or_wait_by_the_locks_holder_is_refused_not_hung() {
+    let key = unique_key("c-self");
+    let keys = Keys::new(&[&key]);
+    let shm = SharedMemory::<Row>::create(&key, [0; 16]).unwrap();
+    let mut c = CProc::spawn("row_peer", &[&key, &hex(Row::FINGERPRINT), "self-wait"]);
+    c.expect("snapshot DEADLOCK wait DEADLOCK then OK 7 7 commits 1");
+    c.wait_success();
+    assert!(!shm.is_poisoned());
+    assert_eq!(shm.snapshot().unwrap(), [7; 16]);
+    drop(shm);
+    keys.finish();
+}
+
 /// A Rust writer killed in the middle of publishing a transactional commit,
 /// after it counted the commit (its copy whole, only the sequence word left
 /// to store): before C locks, C's version and snapshot agree on the last

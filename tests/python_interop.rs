@@ -530,6 +530,23 @@ fn python_commits_to_a_transactional_segment_whole_and_discards_on_exception() {
     keys.finish();
 }
 
+/// A Python thread in the middle of its own write is refused a snapshot and
+/// a wait for a change (with and without a time limit) at once, with
+/// `LockError`, instead of waiting for a commit that cannot happen while it
+/// waits; the write then commits, unpoisoned. (A hang fails on the line's
+/// deadline.)
+#[test]
+fn a_python_snapshot_or_wait_by_the_locks_holder_is_refused_not_hung() {
+    let key = unique_key("py-self");
+    let keys = Keys::new(&[&key]);
+    let shm = SharedMemory::<Sample>::create(&key, sample()).unwrap();
+    run_py(&["self-wait", &key], "committed 1 7");
+    assert!(!shm.is_poisoned());
+    assert_eq!(shm.snapshot().unwrap().seq, 7);
+    drop(shm);
+    keys.finish();
+}
+
 /// A Rust writer killed in the middle of publishing a transactional commit,
 /// after it counted the commit (its copy whole, only the sequence word left
 /// to store): before Python locks, Python's version and snapshot agree on

@@ -255,6 +255,22 @@ def cmd_txn_repair(key):
         say("before", before[0], before[1], "after", h.version, h.snapshot()["seq"])
 
 
+def cmd_self_wait(key):
+    """In the middle of its own write, this thread's snapshot and wait for a
+    change are refused at once (LockError) instead of waiting forever; the
+    write then commits unpoisoned."""
+    with typed_shm.attach(key) as h:
+        before = h.version
+        with h.lock() as v:
+            v.seq = 7
+            expect_error("LockError", h.snapshot)
+            expect_error("LockError", h.snapshot, timeout=5)
+            expect_error("LockError", h.wait_for_change, before)
+            expect_error("LockError", h.wait_for_change, before, timeout=5)
+        check(not h.is_poisoned, "not poisoned")
+        say("committed", h.version - before, h.snapshot()["seq"])
+
+
 def cmd_errors(base, foreign, pidns, oldver, empty, link, good, good_fp):
     expect_error("NotFound", typed_shm.attach, base + "-missing")
     expect_error("KeyError", typed_shm.attach, "")

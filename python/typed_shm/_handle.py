@@ -423,6 +423,16 @@ def _count_others(fd):
     return count
 
 
+def _waits_on_itself(key, what):
+    """The error of a snapshot or a wait by the thread that holds the lock:
+    the commit it would wait for cannot happen while it waits."""
+    return Error(
+        "LockError",
+        "segment %r: %s by the thread that holds its lock would never end (the commit it "
+        "waits for cannot happen while it waits); leave the lock first" % (key, what),
+    )
+
+
 def _txn_version(m):
     """The commits of a transactional segment that snapshots can see (section
     8): the count, less one counted by a publish that has not yet made the
@@ -517,8 +527,10 @@ class Handle:
         Never takes the lock, never writes to the segment.
 
         Raises :class:`PoisonedError` (whose ``value`` is the copy as the
-        data stands) when the segment is poisoned, and ``TimedOut`` if no
-        consistent copy could be made within ``timeout`` seconds."""
+        data stands) when the segment is poisoned, ``TimedOut`` if no
+        consistent copy could be made within ``timeout`` seconds, and
+        ``LockError`` at once if the write in progress is this thread's own
+        (it holds the lock, so the write cannot end while it waits)."""
         data, version, poisoned = self._read(timeout)
         value = self._decode(data)
         if poisoned:
@@ -581,6 +593,9 @@ class Handle:
             elif m.lockword.value & _sys.FUTEX_OWNER_DIED:
                 # The writer died mid-write: the data as it stands.
                 return ctypes.string_at(data_addr, n), before >> 1, True
+            elif m.holder.value == _token():
+                # The write in progress is this thread's own.
+                raise _waits_on_itself(self._key, "a snapshot")
             if deadline is not None and time.monotonic() >= deadline:
                 raise Error("TimedOut", "segment %r: no consistent copy within %.3g s" % (self._key, timeout))
             _back_off(round_, deadline)
@@ -589,7 +604,9 @@ class Handle:
     def wait_for_change(self, since, timeout=None):
         """Blocks until the version differs from ``since`` (or the segment
         is poisoned) and returns the version. Woken by the committer's
-        ``FUTEX_WAKE``. Raises ``TimedOut`` after ``timeout`` seconds."""
+        ``FUTEX_WAKE``. Raises ``TimedOut`` after ``timeout`` seconds, and
+        ``LockError`` at once if it would wait while this thread holds the
+        lock (nobody else can commit until it lets go)."""
         m = self._live()
         deadline = None if timeout is None else time.monotonic() + timeout
         seq_word = m.base + OFF_SEQ  # its low half on little-endian x86_64
@@ -600,6 +617,8 @@ class Handle:
             dead_writer = not self._txn and seen & 1 and m.lockword.value & _sys.FUTEX_OWNER_DIED
             if version != since or self.is_poisoned or dead_writer:
                 return version
+            if m.holder.value == _token():
+                raise _waits_on_itself(self._key, "a wait for a change")
             slice_ = WAIT_SLICE
             if deadline is not None:
                 left = deadline - time.monotonic()

@@ -144,6 +144,28 @@ static int poisoned(tshm_segment *seg) {
     return 0;
 }
 
+/* In the middle of its own write, this thread's snapshot and wait for a
+ * change, both without a time limit, are refused at once; the write then
+ * commits. */
+static int self_wait(tshm_segment *seg) {
+    row r;
+    uint64_t v = 0, before = tshm_version(seg);
+    check(tshm_lock(seg, 5000) == TSHM_OK, "lock");
+    check(tshm_begin_write(seg) == TSHM_OK, "begin_write");
+    uint64_t *d = tshm_data(seg);
+    d[0] = 7;
+    int snap = tshm_snapshot(seg, r, -1);
+    int wait = tshm_wait_for_change(seg, before, -1, &v);
+    for (int i = 1; i < WORDS; i++) {
+        d[i] = 7;
+    }
+    check(tshm_unlock(seg, 1) == TSHM_OK, "unlock");
+    int again = tshm_snapshot(seg, r, 1000);
+    say("snapshot %s wait %s then %s %" PRIu64 " %" PRIu64 " commits %" PRIu64, rc_name(snap), rc_name(wait),
+        rc_name(again), r[0], r[WORDS - 1], tshm_version(seg) - before);
+    return 0;
+}
+
 /* After a writer was killed having counted a commit it had not made
  * visible yet: the version and a snapshot before this process locks, then
  * after its lock (which completes that commit). */
@@ -185,6 +207,8 @@ int main(int argc, char **argv) {
         txn_hold(&seg);
     } else if (strcmp(mode, "poisoned") == 0) {
         rc = poisoned(&seg);
+    } else if (strcmp(mode, "self-wait") == 0) {
+        rc = self_wait(&seg);
     } else if (strcmp(mode, "txn-repair") == 0) {
         rc = txn_repair(&seg);
     } else {
