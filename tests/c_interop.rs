@@ -459,13 +459,7 @@ fn a_counted_commit_of_a_killed_writer_is_completed_by_c() {
     const ENTRY: &str = "a_counted_commit_of_a_killed_writer_is_completed_by_c";
     if let Some((role, key)) = common::role() {
         assert_eq!(role, "counted-dier");
-        let shm = SharedMemory::<Row>::attach(&key).expect("attach");
-        let _g = shm.lock().expect("not poisoned");
-        let row: Vec<u8> = [1u64; 16].iter().flat_map(|w| w.to_ne_bytes()).collect();
-        common::write_half_published_commit(&key, &row, true);
-        say("crafted");
-        hear();
-        unreachable!("the writer is killed");
+        common::die_publishing::<Row>(&key, &[1; 16], true);
     }
     let key = unique_key("c-counted");
     let keys = Keys::new(&[&key]);

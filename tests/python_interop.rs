@@ -557,16 +557,11 @@ fn a_counted_commit_of_a_killed_writer_is_completed_by_python() {
     const ENTRY: &str = "a_counted_commit_of_a_killed_writer_is_completed_by_python";
     if let Some((r, key)) = role() {
         assert_eq!(r, "counted-dier");
-        let shm = SharedMemory::<Sample>::attach(&key).expect("attach");
-        let _g = shm.lock().expect("not poisoned");
         let next = Sample {
             seq: 4242,
             ..sample()
         };
-        common::write_half_published_commit(&key, typed_shm::__private::bytemuck::bytes_of(&next), true);
-        say("crafted");
-        hear();
-        unreachable!("the writer is killed");
+        common::die_publishing(&key, &next, true);
     }
     let key = unique_key("py-counted");
     let keys = Keys::new(&[&key]);

@@ -69,21 +69,12 @@ fn child(role: &str, key: &str) {
             say("committed");
         }
         // Holds the lock and leaves the segment as a writer killed in the
-        // middle of publishing a commit of 1 + the version would: the next
-        // row in the other buffer, the word odd, and — for the "counted"
-        // writer, which died after counting the commit — the count one
-        // further. Then waits to be killed.
+        // middle of publishing a commit of ones would: the row in the other
+        // buffer, the word odd, and — for the "counted" writer, which died
+        // after counting the commit — the count one further. Then waits to
+        // be killed. (Run on a new segment.)
         "counted-dier" | "uncounted-dier" => {
-            let shm = SharedMemory::<Big>::attach(key).expect("attach");
-            let g = shm.lock().expect("not poisoned");
-            let row: Vec<u8> = [shm.version() + 1; 4096]
-                .iter()
-                .flat_map(|w| w.to_ne_bytes())
-                .collect();
-            common::write_half_published_commit(key, &row, role == "counted-dier");
-            say("crafted");
-            hear();
-            drop(g);
+            common::die_publishing::<Big>(key, &[1; 4096], role == "counted-dier")
         }
         // Holds a read-only guard until killed.
         "reader-holder" => {

@@ -284,11 +284,17 @@ pub fn role() -> Option<(String, String)> {
     let role = std::env::var(ROLE_VAR).ok()?;
     let key = std::env::var(KEY_VAR).unwrap_or_default();
     // A child never outlives its purpose: exit if the parent forgets it.
-    std::thread::spawn(|| {
+    // Wait until the watchdog runs: a thread that is still starting when
+    // the child lowers a limit (RLIMIT_AS in the resource tests) fails to
+    // set itself up and aborts the child.
+    let (started, running) = channel();
+    std::thread::spawn(move || {
+        let _ = started.send(());
         std::thread::sleep(Duration::from_secs(60));
         eprintln!("child watchdog: exiting after 60 s");
         std::process::exit(3);
     });
+    running.recv().expect("the watchdog thread starts");
     Some((role, key))
 }
 
@@ -603,4 +609,20 @@ pub fn write_half_published_commit(key: &str, payload: &[u8], counted: bool) {
     }
     file.write_all_at(&(seq | 1).to_ne_bytes(), 512)
         .expect("write the word");
+}
+
+/// The child side of the tests of a writer killed in the middle of a
+/// transactional publish: attaches to the segment `key` of `T`, takes its
+/// lock, leaves the segment as such a writer would
+/// ([`write_half_published_commit`] of `next`), says `crafted`, and waits
+/// to be killed.
+pub fn die_publishing<T: typed_shm::ShmSafe>(key: &str, next: &T, counted: bool) -> ! {
+    let shm = typed_shm::SharedMemory::<T>::attach(key).expect("attach");
+    let Ok(_guard) = shm.lock() else {
+        panic!("a transactional segment is never poisoned")
+    };
+    write_half_published_commit(key, typed_shm::__private::bytemuck::bytes_of(next), counted);
+    say("crafted");
+    hear();
+    unreachable!("the writer is killed")
 }
