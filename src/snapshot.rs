@@ -220,7 +220,10 @@ impl<E: ShmSafe, A: Access> SharedMemory<[E], A> {
 impl<T: ?Sized + ShmData, A: Access> SharedMemory<T, A> {
     /// The number of commits so far, in all processes: 0 after `create`,
     /// plus 1 for each drop of a write guard through which the data was
-    /// mutably dereferenced (a guard that only read commits nothing).
+    /// mutably dereferenced (a guard that only read commits nothing). A
+    /// commit counts from the instant [`snapshot`](Self::snapshot) can see
+    /// it, in every process; a transactional commit abandoned by a writer's
+    /// death never counts.
     ///
     /// # Examples
     ///
