@@ -899,7 +899,8 @@ static inline uint64_t tshm_version(const tshm_segment *seg) {
             uint64_t s = atomic_load_explicit(seq, memory_order_acquire);
             uint64_t n = atomic_load_explicit(tshm__a64(seg, TSHM__OFF_TXN_COMMITS), memory_order_acquire);
             if (atomic_load_explicit(seq, memory_order_relaxed) == s) {
-                return n - ((n & 1) != ((s >> 1) & 1));
+                /* n > 0 unless the header was written by something else. */
+                return n - (n > 0 && (n & 1) != ((s >> 1) & 1));
             }
         }
     }

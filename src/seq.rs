@@ -153,9 +153,9 @@ unsafe fn load_atomic<T: bytemuck::Pod>(src: *const u8) -> T {
     // bytes that others access only atomically or through this library
     // (this fn's contract) and a destination with room for them (`out`).
     unsafe { copy_atomic(src, dst, len) };
-    // SAFETY: assume_init requires every byte of `out` written, which the
-    // loop and the tail did, and a valid `T`, which every bit pattern is
-    // (`T: Pod`).
+    // SAFETY: assume_init requires every byte of `out` written, which
+    // copy_atomic did (all `len` of them), and a valid `T`, which every bit
+    // pattern is (`T: Pod`).
     unsafe { out.assume_init() }
 }
 
@@ -266,7 +266,9 @@ impl ShmMutex {
             let s = self.seq().load(Ordering::Acquire);
             let count = self.txn_commits().load(Ordering::Acquire);
             if self.seq().load(Ordering::Relaxed) == s {
-                return count - u64::from(count & 1 != (s >> 1) & 1);
+                // Saturating: only a header written by something else than
+                // this protocol breaks the parity rule at a count of 0.
+                return count.saturating_sub(u64::from(count & 1 != (s >> 1) & 1));
             }
             std::hint::spin_loop();
         }

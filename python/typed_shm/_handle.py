@@ -442,7 +442,7 @@ def _txn_version(m):
         s = m.seq.value
         n = m.txn_commits.value
         if m.seq.value == s:
-            return n - ((n & 1) != ((s >> 1) & 1))
+            return max(n - ((n & 1) != ((s >> 1) & 1)), 0)
 
 
 def _back_off(round_, deadline):
