@@ -513,23 +513,11 @@ fn fork_role(key: &str) {
     std::panic::set_hook(Box::new(|_| {}));
     let panics_about_fork = |f: &dyn Fn()| match catch_unwind(AssertUnwindSafe(f)) {
         Ok(()) => false,
-        Err(p) => {
-            let msg = p
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
-            msg.contains("fork")
-        }
+        Err(p) => common::panic_message(&*p).contains("fork"),
     };
     let panics_about_relock = |f: &dyn Fn()| match catch_unwind(AssertUnwindSafe(f)) {
         Ok(()) => false,
-        Err(p) => {
-            p.downcast_ref::<String>()
-                .is_some_and(|m| m.contains("already holds the lock"))
-                || p.downcast_ref::<&str>()
-                    .is_some_and(|m| m.contains("already holds the lock"))
-        }
+        Err(p) => common::panic_message(&*p).contains("already holds the lock"),
     };
     // Runs `checks` in a forked process; returns its exit code (0: all passed).
     let in_forked = |checks: &dyn Fn() -> i32| -> i32 {

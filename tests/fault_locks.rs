@@ -550,18 +550,7 @@ fn forgotten_guard_then_dropped_handle_then_death_is_still_recoverable() {
 /// so a relock that deadlocks is seen by the parent as a missing answer.
 fn relocker(key: &str) {
     use std::panic::{AssertUnwindSafe, catch_unwind};
-    let message = |e: Box<dyn std::any::Any + Send>| {
-        e.downcast_ref::<String>()
-            .cloned()
-            .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_default()
-    };
-    // The refused relocks panic on purpose; say everything else.
-    std::panic::set_hook(Box::new(|info| {
-        if !info.to_string().contains("already holds") {
-            eprintln!("{info}");
-        }
-    }));
+    common::quiet_panics_containing("already holds");
     let shm = SharedMemory::<Data>::attach(key).expect("attach");
     let other = SharedMemory::<Data>::attach(key).expect("attach");
     let mut g = shm.lock().expect("not poisoned");
@@ -578,7 +567,7 @@ fn relocker(key: &str) {
         let r = catch_unwind(AssertUnwindSafe(|| describe(&call(handle, which))));
         match r {
             Ok(what) => say(&format!("{name} returned {what}")),
-            Err(e) => say(&format!("{name} panicked: {}", message(e))),
+            Err(e) => say(&format!("{name} panicked: {}", common::panic_message(&*e))),
         }
     }
     drop(g);

@@ -154,12 +154,7 @@ fn child(role: &str, key: &str) {
 /// The `self-waiter` role: see `a_thread_that_holds_the_lock_is_refused_a_wait_for_its_own_commit`.
 fn self_waiter(key: &str) {
     use std::panic::{AssertUnwindSafe, catch_unwind};
-    // The refused calls panic on purpose; say everything else.
-    std::panic::set_hook(Box::new(|info| {
-        if !info.to_string().contains("would never end") {
-            eprintln!("{info}");
-        }
-    }));
+    common::quiet_panics_containing("would never end");
     let shm = SharedMemory::<Row>::attach(key).expect("attach");
     let other = SharedMemory::<Row, ReadOnly>::attach(key).expect("attach");
     let short = Duration::from_millis(200);
@@ -186,14 +181,7 @@ fn self_waiter(key: &str) {
         say(&format!("calling {name}"));
         match catch_unwind(AssertUnwindSafe(call)) {
             Ok(what) => say(&format!("{name} returned {what}")),
-            Err(e) => {
-                let msg = e
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default();
-                say(&format!("{name} panicked: {msg}"));
-            }
+            Err(e) => say(&format!("{name} panicked: {}", common::panic_message(&*e))),
         }
     }
     g[1] = 7;

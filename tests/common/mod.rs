@@ -626,3 +626,23 @@ pub fn die_publishing<T: typed_shm::ShmSafe>(key: &str, next: &T, counted: bool)
     hear();
     unreachable!("the writer is killed")
 }
+
+/// The message of a caught panic: `panic!` with arguments carries a
+/// `String`, with a literal only a `&str`.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default()
+}
+
+/// Keeps the panics a child causes on purpose (their message contains
+/// `expected`) off standard error, and prints every other.
+pub fn quiet_panics_containing(expected: &'static str) {
+    std::panic::set_hook(Box::new(move |info| {
+        if !info.to_string().contains(expected) {
+            eprintln!("{info}");
+        }
+    }));
+}
