@@ -446,6 +446,33 @@ fn two_processes<C: Cell>(
     side: impl Fn(&C, u64),
     check: impl Fn(&C, u64),
 ) {
+    two_processes_on(g, id, code, role, subject, Cpus::Two, side, check);
+}
+
+/// Where the two sides of a two-process benchmark run.
+#[derive(Clone, Copy)]
+enum Cpus {
+    /// Each on a CPU of its own (if the machine has two): the sides run at
+    /// the same time.
+    Two,
+    /// Both on the first CPU: one side runs while the other is blocked or
+    /// waits for the CPU, so every hand-over that waits goes through the
+    /// scheduler.
+    One,
+}
+
+/// [`two_processes`], with the sides on the CPUs `cpus` says.
+#[allow(clippy::too_many_arguments)]
+fn two_processes_on<C: Cell>(
+    g: &mut Group,
+    id: &str,
+    code: &str,
+    role: Role,
+    subject: Subject,
+    cpus: Cpus,
+    side: impl Fn(&C, u64),
+    check: impl Fn(&C, u64),
+) {
     let name = names::name(code);
     // The worker comes first, so it is dropped (detached) before the cell;
     // the pin last, so this thread runs anywhere again afterwards.
@@ -454,7 +481,10 @@ fn two_processes<C: Cell>(
     g.bench_function(id, |b| {
         let (worker, cell, _) = state.get_or_insert_with(|| {
             let cell = C::create(&name);
-            let cpus = pin::two_cpus();
+            let cpus = pin::two_cpus().map(|(first, second)| match cpus {
+                Cpus::Two => (first, second),
+                Cpus::One => (first, first),
+            });
             let worker = Worker::spawn(role, subject, &name, cpus.map(|c| c.1));
             (worker, cell, cpus.map(|c| pin::pin(c.0)))
         });
@@ -536,6 +566,10 @@ fn contended(c: &mut Criterion) {
     g.finish();
 }
 
+/// Two processes on two CPUs hand a turn to each other: each polls under the
+/// lock until the turn is its own, then hands it over (`subject::pingpong`).
+/// One iteration is a round trip. typed-shm reads the turn through `Deref`,
+/// so a poll that finds the turn not its own commits nothing.
 fn pingpong(c: &mut Criterion) {
     fn side(l: &impl Lock, n: u64) {
         subject::pingpong(l, n, 0);
@@ -566,12 +600,26 @@ fn pingpong(c: &mut Criterion) {
     g.finish();
 }
 
-/// Change notification between two processes pinned to two CPUs: each side
-/// blocks until the other commits, then commits. One iteration is a round
-/// trip: two commits and two wake-ups. typed-shm (`wait_for_change`, then
-/// `*guard += 1` under the lock) against a raw shared-futex ping-pong
+/// Change notification between two processes: each side waits until the
+/// other commits, then commits. One iteration is a round trip: two commits
+/// and two waits. typed-shm (`wait_for_change`, then `*guard += 1` under the
+/// lock) against a raw shared-futex ping-pong of the same protocol
 /// (`futex.rs`).
+///
+/// `wait_pingpong` pins the sides to two CPUs. A side whose wait starts
+/// after the other's commit returns without blocking, and a commit wakes
+/// only a side that blocked, so a run measures hand-overs that never block,
+/// or blocked ones (a wake-up through the kernel), or a mix, as the timing
+/// falls. `wait_pingpong_1cpu` pins both to one CPU: a side that waits
+/// blocks (the other cannot commit while it runs), so every round trip is
+/// two blocked waits, two wake-ups and two switches of the CPU.
 fn wait_pingpong(c: &mut Criterion) {
+    wait_pingpong_on(c, "wait_pingpong", Cpus::Two);
+    wait_pingpong_on(c, "wait_pingpong_1cpu", Cpus::One);
+}
+
+/// The `wait_pingpong` group `group`, its sides on `cpus`.
+fn wait_pingpong_on(c: &mut Criterion, group: &str, cpus: Cpus) {
     fn side<N: Notify>(c: &N, n: u64) {
         // Both sides run and nobody has committed since the second side's
         // start signal: this is the version it starts from too.
@@ -582,15 +630,18 @@ fn wait_pingpong(c: &mut Criterion) {
         // `wait_pingpong` itself checks that each commit was the other
         // side's, and that 2n were made.
     }
-    let mut g = c.benchmark_group("wait_pingpong");
+    let mut g = c.benchmark_group(group);
     let w = Role::WaitPingpong;
     in_order(
         &mut g,
         &mut [
-            &mut |g| two_processes::<TypedCell>(g, TYPED, "wp-t", w, Subject::Typed, side, check),
+            &mut |g| {
+                let s = Subject::Typed;
+                two_processes_on::<TypedCell>(g, TYPED, "wp-t", w, s, cpus, side, check);
+            },
             &mut |g| {
                 let s = Subject::FutexFloor;
-                two_processes::<FutexWord>(g, FLOOR, "wp-f", w, s, side, check);
+                two_processes_on::<FutexWord>(g, FLOOR, "wp-f", w, s, cpus, side, check);
             },
         ],
     );

@@ -1,21 +1,23 @@
 //! The floor of `wait_pingpong`: a raw ping-pong on a shared futex word,
 //! written directly against `futex(2)`.
 //!
-//! One `u32` in the header page of a [`Locked`] floor is the change count.
-//! A side commits by incrementing it and calling `FUTEX_WAKE` on it; a side
-//! waits for a change by loading it and, while it still holds the value it
-//! saw, calling `FUTEX_WAIT` on it. Both are shared futex operations (no
+//! One `u32` in the header page of a [`Locked`] floor is the change count,
+//! the next one a waiter count. A side commits by incrementing the change
+//! count and, if the waiter count says someone waits, calling `FUTEX_WAKE`
+//! on it; a side waits for a change by loading it and, while it still holds
+//! the value it saw, registering in the waiter count, looking once more and
+//! calling `FUTEX_WAIT` on it. Both are shared futex operations (no
 //! `FUTEX_PRIVATE_FLAG`: the word lives in a mapping that two processes
-//! share), both always make the system call, and the waiter blocks at once
-//! (no spinning first), as `wait_for_change` does.
+//! share), and the waiter blocks at once (no spinning first), as
+//! `wait_for_change` does.
 //!
-//! Two processes cannot hand a change to each other with less: an atomic
-//! increment, one wake-up and one sleep per direction. typed-shm adds the
-//! lock around the commit, the sequence word (odd during the write, even
-//! after), the waiter count (so that a commit with nobody waiting makes no
-//! system call), the poison checks of the waiter and its deadline. The mutex
-//! of the [`Locked`] floor only serves the start handshake, outside the
-//! timed part.
+//! That is the protocol `wait_for_change` and a commit follow, with nothing
+//! else: two processes cannot hand a change to each other with less (a
+//! commit with nobody waiting makes no system call in both). typed-shm adds
+//! the lock around the commit, the sequence word (odd during the write, even
+//! after), the poison checks of the waiter and its deadline. The mutex of
+//! the [`Locked`] floor only serves the start handshake, outside the timed
+//! part.
 #![allow(unsafe_code)]
 
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -26,6 +28,9 @@ use crate::subject::{Cell, HUNG, Lock, Notify, STARTED};
 /// Where the futex word lives in the header page: away from the mutex's
 /// cache line, at the offset of typed-shm's sequence word.
 const WORD: usize = 512;
+/// Where the waiter count lives: in the futex word's cache line, at the
+/// offset of typed-shm's.
+const WAITERS: usize = 520;
 
 /// The [`Locked`] floor plus a futex word.
 pub struct FutexWord {
@@ -45,6 +50,14 @@ impl FutexWord {
         //   kernel reads it atomically in FUTEX_WAIT); nothing else uses
         //   these bytes of the header page.
         unsafe { AtomicU32::from_ptr(self.locked.header().wrapping_add(WORD).cast()) }
+    }
+
+    /// The waiter count: the processes that may be blocked on the word.
+    #[inline]
+    fn waiters(&self) -> &AtomicU32 {
+        // SAFETY: as in `word`, for the 4-aligned offset `WAITERS`, which
+        // every handle of this type uses only atomically.
+        unsafe { AtomicU32::from_ptr(self.locked.header().wrapping_add(WAITERS).cast()) }
     }
 
     /// `FUTEX_WAIT` (shared) on the word while it holds `seen`, for at most
@@ -117,11 +130,16 @@ impl Notify for FutexWord {
         u64::from(self.word().load(Ordering::Acquire))
     }
 
-    /// Increments the word, then wakes the other side.
+    /// Increments the word, then wakes the other side if it waits. The
+    /// waiter increments the count and then loads the word; this side
+    /// increments the word and then loads the count: with both sequentially
+    /// consistent, one of them sees the other's write.
     #[inline]
     fn commit(&self) {
-        self.word().fetch_add(1, Ordering::Release);
-        self.futex_wake();
+        self.word().fetch_add(1, Ordering::SeqCst);
+        if self.waiters().load(Ordering::SeqCst) != 0 {
+            self.futex_wake();
+        }
     }
 
     #[inline]
@@ -131,7 +149,11 @@ impl Notify for FutexWord {
             if u64::from(seen) != since {
                 return u64::from(seen);
             }
-            self.futex_wait(seen);
+            self.waiters().fetch_add(1, Ordering::SeqCst);
+            if self.word().load(Ordering::SeqCst) == seen {
+                self.futex_wait(seen);
+            }
+            self.waiters().fetch_sub(1, Ordering::SeqCst);
         }
     }
 

@@ -18,6 +18,19 @@ pub trait Lock {
     fn read<R>(&self, f: impl FnOnce(&[u64; 8]) -> R) -> R {
         self.with(|d| f(d))
     }
+    /// Under one lock: if `ready` holds for the data, runs `then` on it;
+    /// returns whether it did. On subjects with a sequence word, a check
+    /// that fails is not a commit (only `then` writes).
+    #[inline]
+    fn when(&self, ready: impl FnOnce(&[u64; 8]) -> bool, then: impl FnOnce(&mut [u64; 8])) -> bool {
+        self.with(|d| {
+            let go = ready(d);
+            if go {
+                then(d);
+            }
+            go
+        })
+    }
     /// Locks and unlocks, nothing else.
     fn lock_unlock(&self);
 }
@@ -65,6 +78,10 @@ impl Lock for TypedCell {
     #[inline]
     fn read<R>(&self, f: impl FnOnce(&[u64; 8]) -> R) -> R {
         TypedCell::read(self, f)
+    }
+    #[inline]
+    fn when(&self, ready: impl FnOnce(&[u64; 8]) -> bool, then: impl FnOnce(&mut [u64; 8])) -> bool {
+        TypedCell::when(self, ready, then)
     }
     #[inline]
     fn lock_unlock(&self) {
@@ -117,6 +134,10 @@ impl Lock for TxnCell {
     #[inline]
     fn read<R>(&self, f: impl FnOnce(&[u64; 8]) -> R) -> R {
         self.0.read(f)
+    }
+    #[inline]
+    fn when(&self, ready: impl FnOnce(&[u64; 8]) -> bool, then: impl FnOnce(&mut [u64; 8])) -> bool {
+        self.0.when(ready, then)
     }
     #[inline]
     fn lock_unlock(&self) {
@@ -327,7 +348,8 @@ pub fn pingpong<L: Lock>(l: &L, n: u64, me: u64) {
     }
 }
 
-/// Waits until `ready` holds, then runs `then` under the same lock. Spins
+/// Waits until `ready` holds, then runs `then` under the same lock (see
+/// [`Lock::when`]: a check that fails writes nothing). Spins
 /// (the sides are pinned to different CPUs, so the other side runs while
 /// this one spins); after about 4096 tries (well over 100 µs) it yields the
 /// CPU on every try, so that a side that waits long leaves its CPU to others.
@@ -337,15 +359,7 @@ pub fn pingpong<L: Lock>(l: &L, n: u64, me: u64) {
 /// If `ready` does not hold within 30 s (the other side died).
 #[inline]
 fn wait_for<L: Lock>(l: &L, ready: impl Fn(&[u64; 8]) -> bool, then: impl Fn(&mut [u64; 8])) {
-    poll(|| {
-        l.with(|d| {
-            let go = ready(d);
-            if go {
-                then(d);
-            }
-            go
-        })
-    });
+    poll(|| l.when(&ready, &then));
 }
 
 /// Calls `done` until it returns `true`, spinning, then yielding, as

@@ -40,6 +40,23 @@ impl TypedCell {
         f(&guard)
     }
 
+    /// Under one guard: if `ready` holds for the data (read through
+    /// `Deref`), runs `then` on it through `DerefMut`, a commit; returns
+    /// whether it did. A check that fails commits nothing, as a user writes
+    /// a turn check: `if guard[TURN] == me { guard[TURN] = next }`.
+    #[inline]
+    pub fn when(&self, ready: impl FnOnce(&[u64; 8]) -> bool, then: impl FnOnce(&mut [u64; 8])) -> bool {
+        let mut guard = self
+            .0
+            .lock()
+            .unwrap_or_else(|_| panic!("typed_shm lock poisoned"));
+        let go = ready(&guard);
+        if go {
+            then(&mut guard);
+        }
+        go
+    }
+
     /// Takes a guard and drops it: no `DerefMut`, so no commit.
     #[inline]
     pub fn lock_unlock(&self) {
