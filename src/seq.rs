@@ -61,6 +61,19 @@ pub(crate) enum Read {
     TimedOut,
 }
 
+/// What a snapshot of a `T` does after a quick read that was not enough
+/// (see [`ShmMutex::after_quick`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Next {
+    /// Another quick read may succeed now.
+    Retry,
+    /// The copy would be a poisoned one: the segment is poisoned, or its
+    /// writer died in the middle of a write. [`ShmMutex::read`] takes it.
+    Poisoned,
+    /// The deadline passed.
+    TimedOut,
+}
+
 /// Copies `len` bytes from shared memory at `src` to `dst` with atomic
 /// loads of the widest aligned words.
 ///
@@ -304,7 +317,7 @@ impl ShmMutex {
     /// The common case of a snapshot of a `T`, inlined into the caller: one
     /// look at the sequence word, the copy, a second look. `None` when that
     /// was not enough (a write in progress or during the copy, poison): then
-    /// [`read`](Self::read) does the rest.
+    /// [`after_quick`](Self::after_quick) says what to do next.
     ///
     /// # Safety
     ///
@@ -320,6 +333,50 @@ impl ShmMutex {
         let value = unsafe { load_atomic::<T>(from) };
         fence(Ordering::Acquire);
         self.clean_below(limit).then_some(value)
+    }
+
+    /// After a [`read_quick`](Self::read_quick) that returned `None`: waits
+    /// until another quick read may succeed, or finds that the copy would be
+    /// a poisoned one, or that `deadline` passed (see [`Next`]). While a live
+    /// writer is in the middle of a commit it spins, then yields, then
+    /// sleeps, as [`read`](Self::read) does; `round` counts the failed
+    /// attempts of one snapshot, so the waits grow with them.
+    ///
+    /// Out of line, and it returns no data: a snapshot's value then comes
+    /// only from a quick read, so the caller keeps it in registers.
+    ///
+    /// # Panics
+    ///
+    /// If the write in progress is the calling thread's own (see
+    /// [`self_wait_panic`]).
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn after_quick(&self, round: &mut u32, deadline: Option<Instant>) -> Next {
+        loop {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Next::TimedOut;
+            }
+            back_off(*round, deadline);
+            *round = round.saturating_add(1);
+            let s = self.seq().load(Ordering::Acquire);
+            // The committer stores the poison copy before the word.
+            if self.poison_seen().load(Ordering::Relaxed) != 0 {
+                return Next::Poisoned;
+            }
+            // An even word: no commit in progress, read now (a wait here
+            // would let the next commit start). A transactional segment's
+            // committed buffer is never being written: a quick read there
+            // failed only because commits overtook it.
+            if s & 1 == 0 || self.is_transactional() {
+                return Next::Retry;
+            }
+            if self.owner() == Owner::Died {
+                return Next::Poisoned;
+            }
+            if self.held_by_this_thread() {
+                self_wait_panic("a snapshot");
+            }
+        }
     }
 
     /// Copies `len` bytes of the data at `src` into `dst`, consistently (all

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::data::{Access, ShmData};
 use crate::error::{Error, ErrorKind, LockResult, TryLockError, TryLockResult};
-use crate::seq::Read;
+use crate::seq::{Next, Read};
 use crate::shared::SharedMemory;
 use crate::shm_safe::ShmSafe;
 
@@ -18,6 +18,13 @@ impl<T: ShmSafe, A: Access> SharedMemory<T, A> {
     /// it works on [`ReadOnly`](crate::ReadOnly) handles). While a writer is
     /// in the middle of a commit it retries, then sleeps, until the commit
     /// ends.
+    ///
+    /// Because it never holds a writer back, a copy needs a moment with no
+    /// commit in progress: a writer that relocks the moment it unlocks, with
+    /// no pause between commits, can keep a snapshot retrying for long. On a
+    /// [transactional](crate::Options::transactional) segment a copy is
+    /// spoilt only when two commits overtake it, so such a writer slows it
+    /// far less.
     ///
     /// # Errors
     ///
@@ -45,31 +52,67 @@ impl<T: ShmSafe, A: Access> SharedMemory<T, A> {
     /// assert_eq!(reader.snapshot().unwrap(), [10, 2, 3, 4]);
     /// # Ok::<(), typed_shm::Error>(())
     /// ```
-    #[inline]
+    #[inline(always)]
     pub fn snapshot(&self) -> LockResult<T> {
-        // SAFETY: ShmMutex::read_quick requires the segment's data as the
-        // source: 8-aligned (it starts on a page boundary), `size()` ==
-        // size_of::<T>() bytes for a single value, mapped while `self` lives.
-        match unsafe { self.mutex().read_quick::<T>(self.data_start()) } {
-            Some(value) => Ok(value),
-            None => self.snapshot_slow(),
+        match self.snapshot_within(None) {
+            Ok(value) => Ok(value),
+            Err(TryLockError::Poisoned(e)) => Err(e),
+            Err(_) => unreachable!("a snapshot without a deadline does not time out"),
         }
     }
 
-    /// [`snapshot`](Self::snapshot) when its first attempt was not enough:
-    /// retries, waits for a writer, reports poison.
+    /// [`snapshot`](Self::snapshot) and
+    /// [`snapshot_timeout`](Self::snapshot_timeout): quick reads, inlined,
+    /// until one is clean; in between, out of line, the waits for a writer
+    /// to finish and the poisoned copy (see [`ShmMutex::after_quick`]). Only
+    /// a quick read returns a clean value, so the caller keeps it in
+    /// registers.
+    ///
+    /// [`ShmMutex::after_quick`]: crate::sync::ShmMutex::after_quick
+    #[inline(always)]
+    fn snapshot_within(&self, timeout: Option<Duration>) -> TryLockResult<T> {
+        let mut deadline = None;
+        let mut round = 0;
+        loop {
+            // SAFETY: ShmMutex::read_quick requires the segment's data as the
+            // source: 8-aligned (it starts on a page boundary), `size()` ==
+            // size_of::<T>() bytes for a single value, mapped while `self`
+            // lives.
+            if let Some(value) = unsafe { self.mutex().read_quick::<T>(self.data_start()) } {
+                return Ok(value);
+            }
+            // The clock is read only once a quick read was not enough.
+            let deadline = *deadline.get_or_insert_with(|| timeout.map(|t| Instant::now() + t));
+            match self.mutex().after_quick(&mut round, deadline) {
+                Next::Retry => {}
+                Next::Poisoned => {
+                    let mut out = MaybeUninit::<T>::uninit();
+                    match self.read_cold(&mut out, deadline) {
+                        Read::Poisoned => {
+                            // SAFETY: assume_init requires an initialized
+                            // `T`: see `read_value`.
+                            let value = unsafe { out.assume_init() };
+                            return Err(TryLockError::Poisoned(self.poisoned(value)));
+                        }
+                        // The poison was cleared meanwhile: read again.
+                        Read::Clean => {}
+                        Read::TimedOut => return Err(TryLockError::TimedOut),
+                    }
+                }
+                Next::TimedOut => return Err(TryLockError::TimedOut),
+            }
+        }
+    }
+
+    /// [`read_value`](Self::read_value), out of line: for a snapshot that
+    /// found the segment poisoned (or its writer dead in the middle of a
+    /// write). The caller builds its result from `out` itself, so that no
+    /// clean value of a snapshot comes from memory written here: it stays
+    /// in registers.
     #[cold]
     #[inline(never)]
-    fn snapshot_slow(&self) -> LockResult<T> {
-        let mut out = MaybeUninit::<T>::uninit();
-        match self.read_value(&mut out, None) {
-            // SAFETY: assume_init requires an initialized `T`: see
-            // `read_value`.
-            Read::Clean => Ok(unsafe { out.assume_init() }),
-            // SAFETY: as above.
-            Read::Poisoned => Err(self.poisoned(unsafe { out.assume_init() })),
-            Read::TimedOut => unreachable!("a read without a deadline does not time out"),
-        }
+    fn read_cold(&self, out: &mut MaybeUninit<T>, deadline: Option<Instant>) -> Read {
+        self.read_value(out, deadline)
     }
 
     /// Like [`snapshot`](Self::snapshot), but gives up after `timeout` if no
@@ -96,21 +139,7 @@ impl<T: ShmSafe, A: Access> SharedMemory<T, A> {
     /// # Ok::<(), typed_shm::Error>(())
     /// ```
     pub fn snapshot_timeout(&self, timeout: Duration) -> TryLockResult<T> {
-        // SAFETY: as in `snapshot`.
-        if let Some(value) = unsafe { self.mutex().read_quick::<T>(self.data_start()) } {
-            return Ok(value);
-        }
-        let mut out = MaybeUninit::<T>::uninit();
-        match self.read_value(&mut out, Some(Instant::now() + timeout)) {
-            // SAFETY: assume_init requires an initialized `T`: see
-            // `read_value`.
-            Read::Clean => Ok(unsafe { out.assume_init() }),
-            // SAFETY: as above.
-            Read::Poisoned => Err(TryLockError::Poisoned(
-                self.poisoned(unsafe { out.assume_init() }),
-            )),
-            Read::TimedOut => Err(TryLockError::TimedOut),
-        }
+        self.snapshot_within(Some(timeout))
     }
 
     /// Copies the data into `out`. Unless the result is `TimedOut`, `out`

@@ -25,13 +25,19 @@ fn run_for() -> Duration {
 
 fn child(role: &str, key: &str) {
     match role {
-        // Commits rows of equal words, one word at a time, for `run_for()`.
+        // Commits rows of equal words, one word at a time, for `run_for()`,
+        // pausing after each commit for as long as the commit took: a writer
+        // that relocks at once leaves readers only the instants between its
+        // unlock and its next lock, and on a loaded machine a run can pass
+        // with hardly a clean copy (readers never block a writer, so one
+        // that never stops can starve them; see `SharedMemory::snapshot`).
         "writer" => {
             let shm = SharedMemory::<Row>::attach(key).expect("attach");
             say("ready");
             assert_eq!(hear(), "go");
             let (mut commits, end) = (0u64, Instant::now() + run_for());
             while Instant::now() < end {
+                let t = Instant::now();
                 let mut g = shm.lock().expect("not poisoned");
                 let next = g[0] + 1;
                 for w in g.iter_mut() {
@@ -39,14 +45,17 @@ fn child(role: &str, key: &str) {
                 }
                 drop(g);
                 commits += 1;
+                let pause = t.elapsed();
+                let t = Instant::now();
+                while t.elapsed() < pause {
+                    std::hint::spin_loop();
+                }
             }
             say(&format!("committed {commits}"));
         }
         // The same with a slice, element by element, pausing after each
-        // commit for 20 times as long as the commit took (a writer that
-        // relocks at once can keep every copy of a long slice from
-        // completing: readers never block a writer, so one that never stops
-        // can starve them).
+        // commit for 20 times as long as the commit took (a copy of a long
+        // slice needs a longer moment without a commit in progress).
         "slice-writer" => {
             let shm = SharedMemory::<[u32]>::attach(key).expect("attach");
             say("ready");
@@ -345,40 +354,48 @@ fn a_writer_killed_mid_write_is_reported_as_poison_within_100_ms() {
         shm.snapshot_timeout(Duration::from_millis(30)),
         Err(TryLockError::TimedOut)
     ));
-    std::thread::scope(|s| {
-        let waiter = s.spawn(|| {
-            let v = shm.wait_for_change(0);
-            (v, Instant::now())
-        });
-        // Let the waiter block (it would return at once after the kill too).
-        std::thread::sleep(Duration::from_millis(20));
-        assert!(!waiter.is_finished(), "the waiter returned before any change");
-        let status = c.kill_and_reap();
-        let dead = Instant::now();
-        assert_eq!(common::killed_by(&status), Some(libc::SIGKILL));
-        let r = shm.snapshot();
-        let took = dead.elapsed();
-        match r {
-            Err(p) => {
-                let row = p.into_inner();
-                assert_eq!(row[..8], [99; 8], "the data as it stands");
-                assert_eq!(row[8..], [5; 8]);
-            }
-            Ok(row) => panic!("a half-written row reported clean: {row:?}"),
-        }
-        assert!(
-            took < Duration::from_millis(100),
-            "snapshot reported the poison after {took:?}"
-        );
-        let (v, at) = waiter.join().unwrap();
-        let woke = at.saturating_duration_since(dead);
-        eprintln!("after the writer's death: snapshot {took:?}, waiter {woke:?}");
-        assert_eq!(v, 0, "no commit happened");
-        assert!(
-            woke < Duration::from_millis(100),
-            "the waiter returned {woke:?} after the death"
-        );
+    // The waiter and the snapshot run on threads of their own, with handles
+    // of their own: a bug that makes either hang fails the test.
+    let waiter_key = key.clone();
+    let mut waiter = common::start("wait_for_change after the writer's death", move || {
+        let shm = SharedMemory::<Row, ReadOnly>::attach(&waiter_key).expect("attach");
+        let v = shm.wait_for_change(0);
+        (v, Instant::now())
     });
+    // Let the waiter block (it would return at once after the kill too).
+    std::thread::sleep(Duration::from_millis(20));
+    assert!(!waiter.is_finished(), "the waiter returned before any change");
+    let reader = SharedMemory::<Row, ReadOnly>::attach(&key).expect("attach");
+    let status = c.kill_and_reap();
+    let dead = Instant::now();
+    assert_eq!(common::killed_by(&status), Some(libc::SIGKILL));
+    let (r, took) = common::within(
+        Duration::from_secs(10),
+        "snapshot after the writer's death",
+        move || {
+            let r = reader.snapshot().map_err(typed_shm::PoisonError::into_inner);
+            (r, dead.elapsed())
+        },
+    );
+    match r {
+        Err(row) => {
+            assert_eq!(row[..8], [99; 8], "the data as it stands");
+            assert_eq!(row[8..], [5; 8]);
+        }
+        Ok(row) => panic!("a half-written row reported clean: {row:?}"),
+    }
+    assert!(
+        took < Duration::from_millis(100),
+        "snapshot reported the poison after {took:?}"
+    );
+    let (v, at) = waiter.wait(Duration::from_secs(10));
+    let woke = at.saturating_duration_since(dead);
+    eprintln!("after the writer's death: snapshot {took:?}, waiter {woke:?}");
+    assert_eq!(v, 0, "no commit happened");
+    assert!(
+        woke < Duration::from_millis(100),
+        "the waiter returned {woke:?} after the death"
+    );
     assert!(shm.is_poisoned());
     match shm.lock() {
         Err(p) => assert_eq!(p.into_inner()[0], 99),

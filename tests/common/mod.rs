@@ -96,6 +96,69 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// A call running on a thread of its own (see [`start`]).
+#[allow(dead_code)]
+pub struct Pending<R> {
+    what: String,
+    result: Receiver<R>,
+    done: Option<R>,
+}
+
+/// Starts `f` on a thread of its own. A call that should return but hangs
+/// then fails its test ([`Pending::wait`] gives up after a timeout) instead
+/// of hanging the suite; the stuck thread stays behind until the test
+/// process ends. `f` must own what it uses: a handle of its own, for
+/// example.
+#[allow(dead_code)]
+pub fn start<R: Send + 'static>(what: &str, f: impl FnOnce() -> R + Send + 'static) -> Pending<R> {
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    Pending {
+        what: what.to_owned(),
+        result: rx,
+        done: None,
+    }
+}
+
+#[allow(dead_code)]
+impl<R> Pending<R> {
+    /// Whether the call has returned.
+    pub fn is_finished(&mut self) -> bool {
+        if self.done.is_none() {
+            self.done = self.result.try_recv().ok();
+        }
+        self.done.is_some()
+    }
+
+    /// The call's result.
+    ///
+    /// # Panics
+    ///
+    /// If it does not return within `timeout`, or panicked.
+    pub fn wait(mut self, timeout: Duration) -> R {
+        if let Some(r) = self.done.take() {
+            return r;
+        }
+        match self.result.recv_timeout(timeout) {
+            Ok(r) => r,
+            Err(RecvTimeoutError::Timeout) => panic!("{} did not return within {timeout:?}", self.what),
+            Err(RecvTimeoutError::Disconnected) => panic!("{} panicked", self.what),
+        }
+    }
+}
+
+/// Runs `f` on a thread of its own and returns its result (see [`start`]).
+///
+/// # Panics
+///
+/// If `f` does not return within `timeout`, or panics.
+#[allow(dead_code)]
+pub fn within<R: Send + 'static>(timeout: Duration, what: &str, f: impl FnOnce() -> R + Send + 'static) -> R {
+    start(what, f).wait(timeout)
+}
+
 /// How long a child may take to start its test harness (a loaded machine
 /// with other test binaries building and running).
 const START: Duration = Duration::from_secs(30);
