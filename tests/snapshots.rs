@@ -140,17 +140,13 @@ fn child(role: &str, key: &str) {
         // stopped, or told to finish).
         "half-writer" => {
             let shm = SharedMemory::<Row>::attach(key).expect("attach");
-            let mut g = shm.lock().expect("not poisoned");
-            for w in &mut g[..8] {
-                *w = 99;
-            }
-            say("half");
-            assert_eq!(hear(), "finish");
-            for w in &mut g[8..] {
-                *w = 99;
-            }
-            drop(g);
-            say("committed");
+            half_write(shm.lock().expect("not poisoned"));
+        }
+        // The same on a segment that is poisoned already.
+        "poisoned-half-writer" => {
+            let shm = SharedMemory::<Row>::attach(key).expect("attach");
+            let g = shm.lock().expect_err("poisoned").into_inner();
+            half_write(g);
         }
         // Holds a write guard in the middle of a write and, from the same
         // thread, takes snapshots and waits for changes through this handle
@@ -158,6 +154,21 @@ fn child(role: &str, key: &str) {
         "self-waiter" => self_waiter(key),
         other => panic!("unknown role {other}"),
     }
+}
+
+/// Writes 99 into the first half of the row, says `half`, waits for
+/// `finish`, writes the second half, commits and says `committed`.
+fn half_write(mut g: typed_shm::Guard<'_, Row>) {
+    for w in &mut g[..8] {
+        *w = 99;
+    }
+    say("half");
+    assert_eq!(hear(), "finish");
+    for w in &mut g[8..] {
+        *w = 99;
+    }
+    drop(g);
+    say("committed");
 }
 
 /// The `self-waiter` role: see `a_thread_that_holds_the_lock_is_refused_a_wait_for_its_own_commit`.
@@ -442,6 +453,52 @@ fn a_stopped_writer_makes_snapshot_timeout_time_out_then_the_commit_shows() {
     c.expect("committed", LINE);
     assert_eq!(shm.snapshot_timeout(LINE).unwrap(), [99; 16]);
     assert_eq!(shm.version(), 1);
+    c.wait_success(LINE);
+    drop(shm);
+    keys.finish();
+}
+
+/// The same on a poisoned segment: while the writer is stopped in the
+/// middle of its write, `snapshot_timeout` times out (poison does not make
+/// it return the half-written data); after the write ends, snapshots report
+/// the poison with the whole new commit.
+#[test]
+fn a_stopped_writer_on_a_poisoned_segment_times_out_then_the_poisoned_commit_shows() {
+    const ENTRY: &str = "a_stopped_writer_on_a_poisoned_segment_times_out_then_the_poisoned_commit_shows";
+    if let Some((role, key)) = common::role() {
+        return child(&role, &key);
+    }
+    let key = unique_key("snap-stop-poisoned");
+    let keys = Keys::new(&[&key]);
+    let shm = SharedMemory::<Row>::create(&key, [5; 16]).expect("create");
+    common::quiet_panics_containing("poison the segment");
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _g = shm.lock().expect("not poisoned");
+        panic!("poison the segment");
+    }));
+    assert!(panicked.is_err());
+    assert!(shm.is_poisoned());
+    assert_eq!(shm.snapshot().expect_err("poisoned").into_inner(), [5; 16]);
+    let mut c = Child::spawn(ENTRY, "poisoned-half-writer", &key, &[]);
+    c.expect("half", LINE);
+    c.signal(libc::SIGSTOP);
+    for _ in 0..3 {
+        let t = Instant::now();
+        match shm.snapshot_timeout(Duration::from_millis(40)) {
+            Err(TryLockError::TimedOut) => {}
+            Err(TryLockError::Poisoned(p)) => panic!("a copy during the write: {:?}", p.into_inner()),
+            other => panic!("not a time-out: {other:?}"),
+        }
+        assert!(t.elapsed() >= Duration::from_millis(40));
+    }
+    c.signal(libc::SIGCONT);
+    c.send("finish");
+    c.expect("committed", LINE);
+    match shm.snapshot_timeout(LINE) {
+        Err(TryLockError::Poisoned(p)) => assert_eq!(p.into_inner(), [99; 16]),
+        other => panic!("the poison is not reported: {other:?}"),
+    }
+    assert_eq!(shm.snapshot().expect_err("poisoned").into_inner(), [99; 16]);
     c.wait_success(LINE);
     drop(shm);
     keys.finish();
