@@ -90,7 +90,7 @@ impl<T: ShmSafe, A: Access> SharedMemory<T, A> {
                     match self.read_cold(&mut out, deadline) {
                         Read::Poisoned => {
                             // SAFETY: assume_init requires an initialized
-                            // `T`: see `read_value`.
+                            // `T`: see `read_cold`.
                             let value = unsafe { out.assume_init() };
                             return Err(TryLockError::Poisoned(self.poisoned(value)));
                         }
@@ -104,15 +104,29 @@ impl<T: ShmSafe, A: Access> SharedMemory<T, A> {
         }
     }
 
-    /// [`read_value`](Self::read_value), out of line: for a snapshot that
-    /// found the segment poisoned (or its writer dead in the middle of a
-    /// write). The caller builds its result from `out` itself, so that no
-    /// clean value of a snapshot comes from memory written here: it stays
-    /// in registers.
+    /// Copies the data into `out`, out of line: for a snapshot that found
+    /// the segment poisoned (or its writer dead in the middle of a write).
+    /// Unless the result is `TimedOut`, `out` then holds a `T`: all its bytes
+    /// were written by the copy, and every bit pattern is a valid `T`
+    /// (`ShmSafe: Pod`). The caller builds its result from `out` itself, so
+    /// that no clean value of a snapshot comes from memory written here: it
+    /// stays in registers.
     #[cold]
     #[inline(never)]
     fn read_cold(&self, out: &mut MaybeUninit<T>, deadline: Option<Instant>) -> Read {
-        self.read_value(out, deadline)
+        // SAFETY: ShmMutex::read requires the segment's data (8-aligned: it
+        // starts on a page boundary; `size()` bytes, mapped while `self`
+        // lives) as the source, and a destination valid for writes of as
+        // many bytes: `out` has room for a `T`, and
+        // `size() == size_of::<T>()` for a single value.
+        unsafe {
+            self.mutex().read(
+                self.data_start(),
+                out.as_mut_ptr().cast(),
+                size_of::<T>(),
+                deadline,
+            )
+        }
     }
 
     /// Like [`snapshot`](Self::snapshot), but gives up after `timeout` if no
@@ -140,26 +154,6 @@ impl<T: ShmSafe, A: Access> SharedMemory<T, A> {
     /// ```
     pub fn snapshot_timeout(&self, timeout: Duration) -> TryLockResult<T> {
         self.snapshot_within(Some(timeout))
-    }
-
-    /// Copies the data into `out`. Unless the result is `TimedOut`, `out`
-    /// then holds a `T`: all its bytes were written by the copy, and every
-    /// bit pattern is a valid `T` (`ShmSafe: Pod`).
-    #[inline(always)]
-    fn read_value(&self, out: &mut MaybeUninit<T>, deadline: Option<Instant>) -> Read {
-        // SAFETY: ShmMutex::read requires the segment's data (8-aligned: it
-        // starts on a page boundary; `size()` bytes, mapped while `self`
-        // lives) as the source, and a destination valid for writes of as
-        // many bytes: `out` has room for a `T`, and
-        // `size() == size_of::<T>()` for a single value.
-        unsafe {
-            self.mutex().read(
-                self.data_start(),
-                out.as_mut_ptr().cast(),
-                size_of::<T>(),
-                deadline,
-            )
-        }
     }
 }
 
