@@ -289,29 +289,30 @@ impl ShmMutex {
 
     /// The first look of a read: where to copy from, if a copy can start now
     /// (the data at `data`, or the committed buffer of a transactional
-    /// segment; `None` while a write is in progress), and the value the
-    /// sequence word must stay below for the copy to be all of one commit.
+    /// segment; `None` while a write is in progress), and the highest value
+    /// the sequence word may have after the copy for the copy to be all of
+    /// one commit.
     ///
-    /// The word never goes back, so for plain data "below the word plus
-    /// one" means unchanged. For a transactional segment, the committed
-    /// buffer is written again only once the word reaches `committed + 3`
-    /// (see `read_txn`).
+    /// The word never goes back, so for plain data "at most the word" means
+    /// unchanged. For a transactional segment, the committed buffer is
+    /// written again only once the word reaches `committed + 3` (see
+    /// `read_txn`): at most `committed + 2`.
     #[inline(always)]
     fn first_look(&self, data: *const u8) -> Option<(*const u8, u64)> {
         let before = self.seq().load(Ordering::Acquire);
         match self.txn_buffers(before & !1) {
-            Some((committed, _)) => Some((committed.cast_const(), (before & !1) + 3)),
-            None if before & 1 == 0 => Some((data, before + 1)),
+            Some((committed, _)) => Some((committed.cast_const(), (before & !1) + 2)),
+            None if before & 1 == 0 => Some((data, before)),
             None => None,
         }
     }
 
     /// After a copy that [`first_look`](Self::first_look) allowed (and an
-    /// acquire fence): whether the sequence word stayed below `limit` and
+    /// acquire fence): whether the sequence word stayed at most `last` and
     /// the segment is not poisoned.
     #[inline(always)]
-    fn clean_below(&self, limit: u64) -> bool {
-        self.seq().load(Ordering::Relaxed) < limit && self.poison_seen().load(Ordering::Relaxed) == 0
+    fn clean_up_to(&self, last: u64) -> bool {
+        self.seq().load(Ordering::Relaxed) <= last && self.poison_seen().load(Ordering::Relaxed) == 0
     }
 
     /// The common case of a snapshot of a `T`, inlined into the caller: one
@@ -325,14 +326,18 @@ impl ShmMutex {
     /// `size_of::<T>()` bytes, mapped while `self` lives.
     #[inline(always)]
     pub(crate) unsafe fn read_quick<T: bytemuck::Pod>(&self, src: *const u8) -> Option<T> {
-        let (from, limit) = self.first_look(src)?;
+        // The words of the second look, taken before the fence: a fence
+        // orders memory accesses, so after it the compiler would load the
+        // header's address from `self` again.
+        let (seq, poison_seen) = (self.seq(), self.poison_seen());
+        let (from, last) = self.first_look(src)?;
         // SAFETY: load_atomic requires an 8-aligned source of size_of::<T>()
         // readable bytes that others access only atomically or through this
         // library: the data or the committed buffer (page aligned, the
         // data's length, mapped while `self` lives; this fn's contract).
         let value = unsafe { load_atomic::<T>(from) };
         fence(Ordering::Acquire);
-        self.clean_below(limit).then_some(value)
+        (seq.load(Ordering::Relaxed) <= last && poison_seen.load(Ordering::Relaxed) == 0).then_some(value)
     }
 
     /// After a [`read_quick`](Self::read_quick) that returned `None`: waits
@@ -397,14 +402,14 @@ impl ShmMutex {
         deadline: Option<Instant>,
     ) -> Read {
         // The common case, inlined: nothing changed during the copy.
-        if let Some((from, limit)) = self.first_look(src) {
+        if let Some((from, last)) = self.first_look(src) {
             // SAFETY: copy_atomic requires an 8-aligned source of `len`
             // readable bytes (the data or the committed buffer: page aligned,
             // `len` bytes, mapped while `self` lives) and `dst` (this fn's
             // contract).
             unsafe { copy_atomic(from, dst, len) };
             fence(Ordering::Acquire);
-            if self.clean_below(limit) {
+            if self.clean_up_to(last) {
                 return Read::Clean;
             }
         }

@@ -71,16 +71,18 @@ impl<T: ShmSafe, A: Access> SharedMemory<T, A> {
     /// [`ShmMutex::after_quick`]: crate::sync::ShmMutex::after_quick
     #[inline(always)]
     fn snapshot_within(&self, timeout: Option<Duration>) -> TryLockResult<T> {
+        // SAFETY: ShmMutex::read_quick requires the segment's data as the
+        // source: 8-aligned (it starts on a page boundary), `size()` ==
+        // size_of::<T>() bytes for a single value, mapped while `self` lives.
+        let quick = || unsafe { self.mutex().read_quick::<T>(self.data_start()) };
+        // The first attempt before the retry state exists: a snapshot that
+        // succeeds at once sets up nothing else.
+        if let Some(value) = quick() {
+            return Ok(value);
+        }
         let mut deadline = None;
         let mut round = 0;
         loop {
-            // SAFETY: ShmMutex::read_quick requires the segment's data as the
-            // source: 8-aligned (it starts on a page boundary), `size()` ==
-            // size_of::<T>() bytes for a single value, mapped while `self`
-            // lives.
-            if let Some(value) = unsafe { self.mutex().read_quick::<T>(self.data_start()) } {
-                return Ok(value);
-            }
             // The clock is read only once a quick read was not enough.
             let deadline = *deadline.get_or_insert_with(|| timeout.map(|t| Instant::now() + t));
             match self.mutex().after_quick(&mut round, deadline) {
@@ -100,6 +102,9 @@ impl<T: ShmSafe, A: Access> SharedMemory<T, A> {
                     }
                 }
                 Next::TimedOut => return Err(TryLockError::TimedOut),
+            }
+            if let Some(value) = quick() {
+                return Ok(value);
             }
         }
     }
