@@ -308,11 +308,14 @@ impl ShmMutex {
     fn outcome(&self, a: Acquired, me: u64) -> Outcome {
         match a {
             Acquired::Locked => {
-                self.holder().store(me, Ordering::Relaxed);
+                // Addresses read once: after a store through one of them the
+                // compiler would read them from `self` again.
+                let (header, flags) = (self.header, &*self.flags);
+                header.holder().store(me, Ordering::Relaxed);
                 // The mutex orders this load after the previous holder's
                 // store.
-                let poisoned = self.poisoned().load(Ordering::Relaxed) != 0;
-                self.flags.set_held(true);
+                let poisoned = header.poisoned().load(Ordering::Relaxed) != 0;
+                flags.set_held(true);
                 if poisoned {
                     Outcome::Poisoned
                 } else {
@@ -413,14 +416,16 @@ impl ShmMutex {
         if poison {
             self.poison();
         }
+        // Addresses read once (see `outcome`).
+        let (header, flags) = (self.header, &*self.flags);
         if wrote {
             // Release: a reader that sees this value sees every data write
             // before it (and the poison flag's copy).
-            let s = self.seq().load(Ordering::Relaxed);
-            self.seq().store(s.wrapping_add(1), Ordering::Release);
+            let s = header.seq().load(Ordering::Relaxed);
+            header.seq().store(s.wrapping_add(1), Ordering::Release);
         }
-        self.holder().store(0, Ordering::Relaxed);
-        self.flags.set_held(false);
+        header.holder().store(0, Ordering::Relaxed);
+        flags.set_held(false);
         // SAFETY: this thread holds the mutex (this fn's contract).
         unsafe { self.raw.unlock() };
         if wrote || poison {

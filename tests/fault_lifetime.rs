@@ -979,3 +979,44 @@ fn attach_count_is_exact_across_processes_and_drops_a_killed_one() {
     drop(a);
     keys.finish();
 }
+
+/// A segment whose name was removed while it was in use (`tshm rm --force`)
+/// and then given to a new segment by a creator in another process: the
+/// last detach of the old segment must not remove the new one's name. The
+/// new segment stays attachable, with its own data, until its own last
+/// user leaves; then it is gone too.
+#[test]
+fn the_last_detach_of_a_segment_whose_name_was_reused_leaves_the_new_one() {
+    const ENTRY: &str = "the_last_detach_of_a_segment_whose_name_was_reused_leaves_the_new_one";
+    if let Some((_, key)) = role() {
+        let shm = SharedMemory::<Data>::create(&key, [2; 4]).expect("create the new segment");
+        say("created");
+        hear();
+        drop(shm);
+        return;
+    }
+    let key = unique_key("name-reused");
+    let keys = Keys::new(&[&key]);
+    let old = SharedMemory::<Data>::create(&key, [1; 4]).expect("create");
+    let removed = typed_shm::inspect::remove(&key, true).expect("forced removal");
+    assert_eq!(removed, typed_shm::inspect::Removal::Removed { attached: 1 });
+    assert!(!exists(&key), "the forced removal left the name");
+    let mut creator = Child::spawn(ENTRY, "create", &key, &[]);
+    creator.expect("created", LINE);
+    // The old segment's only handle, so its last detach.
+    *old.lock().expect("not poisoned") = [3; 4];
+    old.detach().expect("detach");
+    let new = SharedMemory::<Data>::attach(&key)
+        .unwrap_or_else(|e| panic!("the old segment's last detach removed the new segment's name: {e}"));
+    assert_eq!(
+        *new.lock().expect("not poisoned"),
+        [2; 4],
+        "not the new segment's data"
+    );
+    assert_eq!(new.attach_count(), 2);
+    drop(new);
+    creator.send("bye");
+    creator.wait_success(LINE);
+    assert!(!exists(&key), "the new segment outlived its last user");
+    keys.finish();
+}

@@ -86,7 +86,7 @@ impl Segment {
             let map = map_validated(cx, &file, layout, writable)?;
             slots::take(cx, &file)?;
             let attachment = Attachment { map, file };
-            return Ok(Segment::assemble(key, name, st, attachment, layout, false));
+            return Ok(Segment::assemble(key, name, attachment, layout, false));
         }
     }
 }

@@ -62,7 +62,7 @@ impl Segment {
             stride: sizes.stride,
         };
         let attachment = Attachment { map, file };
-        let seg = Segment::assemble(key, name, cleanup.stat, attachment, layout, true);
+        let seg = Segment::assemble(key, name, attachment, layout, true);
         seg.publish()?;
         cleanup.armed = false;
         Ok(seg)
@@ -130,19 +130,31 @@ fn open_new(
             }
             Err(e) => return Err(cx.os(e)),
         };
-        let cleanup = Unlink {
-            name: name.clone(),
-            stat: file.stat().map_err(|e| cx.os(e))?,
-            armed: true,
-        };
-        lock_new(cx, &file, deadline)?;
+        #[cfg(test)]
+        tests::race_after_open(cx.key, name, expected);
+        if let Err(e) = lock_new(cx, &file, deadline) {
+            // Remove the name of our still empty object, unless it has none
+            // left (see below).
+            if file.stat().is_ok_and(|st| st.links > 0) {
+                name.unlink();
+            }
+            return Err(e);
+        }
         // Until we held the write lock, another `create` could take our
         // still empty object for the leftover of a creator that died,
         // remove it and create its own under the name. Then the name is
-        // not ours: start over (and find theirs).
-        if !name.refers_to(&cleanup.stat) {
+        // not ours: start over (and find theirs). Our object then has no
+        // name left (shared-memory objects get names only from shm_open,
+        // one each), which fstat tells without a lookup of the name.
+        let stat = file.stat().map_err(|e| cx.os(e))?;
+        if stat.links == 0 {
             continue;
         }
+        let cleanup = Unlink {
+            name: name.clone(),
+            stat,
+            armed: true,
+        };
         return Ok((file, cleanup));
     }
 }
@@ -351,4 +363,51 @@ fn reclaim(key: &str, native: &str, cname: &CString, expected: &Expected) -> Res
         unlink(cname);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::*;
+    use crate::SharedMemory;
+
+    thread_local! {
+        /// Set by a test: the next `create` on this thread is raced once.
+        static RACE: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// Called by `open_new` between creating the object and locking it: if
+    /// a test asked for it, does what a racing `create` may do right there
+    /// — find the object unlocked and empty, take it for the leftover of a
+    /// creator that died, and remove it.
+    pub(super) fn race_after_open(key: &str, name: &Name, expected: &Expected) {
+        if RACE.replace(false) {
+            reclaim(key, &name.native, &name.cname, expected).expect("the racer reclaims");
+            assert!(
+                sys::name_stat(&name.native).is_err(),
+                "the racer removed the name"
+            );
+        }
+    }
+
+    /// A `create` whose new object was taken for a stale one and removed
+    /// before it could lock it starts over: the segment it returns is the
+    /// one its key names.
+    #[test]
+    fn a_create_whose_new_object_lost_its_name_before_the_lock_starts_over() {
+        let key = format!("unit-create-raced-{}", std::process::id());
+        RACE.set(true);
+        let shm = SharedMemory::<u64>::create(&key, 5).expect("create");
+        assert!(!RACE.get(), "the race ran");
+        let other = SharedMemory::<u64>::attach(&key)
+            .unwrap_or_else(|e| panic!("the segment create returned has no name: {e}"));
+        *shm.lock().expect("not poisoned") = 6;
+        assert_eq!(*other.lock().expect("not poisoned"), 6, "two different objects");
+        drop((shm, other));
+        assert!(
+            sys::name_stat(&crate::key::native_key(&key).unwrap()).is_err(),
+            "the segment outlived its handles"
+        );
+    }
 }

@@ -178,7 +178,6 @@ struct Attachment {
 pub(crate) struct Segment {
     key: String,
     name: Name,
-    stat: Stat,
     attachment: Option<Attachment>,
     header: InPlace,
     data: *mut u8,
@@ -192,19 +191,11 @@ pub(crate) struct Segment {
 }
 
 impl Segment {
-    fn assemble(
-        key: &str,
-        name: Name,
-        stat: Stat,
-        attachment: Attachment,
-        layout: Validated,
-        created: bool,
-    ) -> Segment {
+    fn assemble(key: &str, name: Name, attachment: Attachment, layout: Validated, created: bool) -> Segment {
         let base = attachment.map.as_ptr();
         Segment {
             key: key.to_owned(),
             name,
-            stat,
             // SAFETY: InPlace::new requires:
             // - a live, page-aligned, read-write mapping of at least
             //   HEADER_SIZE bytes of a segment header: the mapping starts at
@@ -342,7 +333,11 @@ impl Segment {
             // Nobody else is attached: we are the last. Attachers that opened
             // the name meanwhile see DESTROYED (or another file) and start over.
             self.state().store(STATE_DESTROYED, Ordering::Release);
-            if self.name.refers_to(&self.stat) {
+            // Unless the name was removed already (by `tshm rm --force`, or
+            // by a `create` that took the object for a stale one) and may
+            // name another object now: then ours has no name left (objects
+            // get names only from shm_open, one each).
+            if file.stat().is_ok_and(|st| st.links > 0) {
                 self.name.unlink();
             }
         }

@@ -23,6 +23,8 @@ pub(crate) struct Stat {
     pub size: u64,
     /// Permission bits (`st_mode & 0o7777`).
     pub mode: u32,
+    /// Names the file has (`st_nlink`): 0 once its name was removed.
+    pub links: u64,
 }
 
 impl Stat {
@@ -97,6 +99,7 @@ impl ShmFile {
             regular: st.st_mode & libc::S_IFMT == libc::S_IFREG,
             size: u64::try_from(st.st_size).unwrap_or(0),
             mode: st.st_mode & 0o7777,
+            links: st.st_nlink,
         })
     }
 
@@ -258,6 +261,7 @@ pub(crate) fn name_stat(native: &str) -> io::Result<Stat> {
         regular: m.file_type().is_file(),
         size: m.len(),
         mode: m.mode() & 0o7777,
+        links: m.nlink(),
     })
 }
 
