@@ -145,7 +145,8 @@ fn open_new(
         // remove it and create its own under the name. Then the name is
         // not ours: start over (and find theirs). Our object then has no
         // name left (shared-memory objects get names only from shm_open,
-        // one each), which fstat tells without a lookup of the name.
+        // one each, unless their owner or root hard-links them), which
+        // fstat tells without a lookup of the name.
         let stat = file.stat().map_err(|e| cx.os(e))?;
         if stat.links == 0 {
             continue;

@@ -336,7 +336,9 @@ impl Segment {
             // Unless the name was removed already (by `tshm rm --force`, or
             // by a `create` that took the object for a stale one) and may
             // name another object now: then ours has no name left (objects
-            // get names only from shm_open, one each).
+            // get names only from shm_open, one each; this trusts that
+            // nobody hard-links segment files, which only their owner or
+            // root can do).
             if file.stat().is_ok_and(|st| st.links > 0) {
                 self.name.unlink();
             }
