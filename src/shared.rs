@@ -361,6 +361,11 @@ impl<T: ?Sized + ShmData, A: Access> SharedMemory<T, A> {
 
     /// Locks the segment, waiting as long as it takes, and returns a guard.
     ///
+    /// A lock that another thread or process holds is watched for a few
+    /// microseconds before the caller sleeps (in the kernel, until the
+    /// holder unlocks): short critical sections then hand over without a
+    /// system call on either side.
+    ///
     /// # Errors
     ///
     /// `Err(PoisonError)` — which still holds the lock and the guard — when a

@@ -166,6 +166,40 @@ impl RawMutex {
         self.acquired(rc, "pthread_mutex_trylock")
     }
 
+    /// Before a waiter sleeps: watches the lock word for a short while and
+    /// takes the lock as soon as it looks free. `None` if it stayed taken
+    /// (or its owner died: [`lock_slow`](Self::lock_slow) takes over).
+    ///
+    /// A lock held for a few dozen nanoseconds — the common case for
+    /// shared data — is then taken without the two system calls of a sleep
+    /// (the waiter's `FUTEX_WAIT`, and the `FUTEX_WAKE` that the holder's
+    /// unlock must make once a waiter has marked the word). The looks are
+    /// plain loads of the word (the `try_lock` comes only when the word
+    /// says free), and they grow apart — 1, 2, 4, 8, then 16
+    /// [`spin_loop`](std::hint::spin_loop) hints — because each look pulls
+    /// the cache line of the lock away from the holder, whose next store
+    /// to it then waits: looks every few nanoseconds made the two-process
+    /// `contended` benchmark four times slower. [`SPIN_LOOKS`] looks, 143
+    /// hints in all: about 4 µs where a hint takes 27 ns (measured on the
+    /// benchmark machine), then the waiter sleeps.
+    #[inline]
+    pub(crate) fn spin_try_lock(&self) -> Option<Acquired> {
+        for look in 0..SPIN_LOOKS {
+            for _ in 0..1u32 << look.min(4) {
+                std::hint::spin_loop();
+            }
+            match self.owner() {
+                Owner::Free => match self.try_lock() {
+                    Acquired::Busy => {}
+                    other => return Some(other),
+                },
+                Owner::Died => return None,
+                Owner::Thread => {}
+            }
+        }
+        None
+    }
+
     /// Waits at most `timeout`, measured on `CLOCK_MONOTONIC` (immune to
     /// changes of the wall clock), in slices as [`lock_slow`](Self::lock_slow)
     /// does.
@@ -249,6 +283,9 @@ fn unlock_failed(rc: libc::c_int) -> ! {
         io::Error::from_raw_os_error(rc)
     ))
 }
+
+/// How many times [`RawMutex::spin_try_lock`] looks at the lock word.
+const SPIN_LOOKS: u32 = 12;
 
 /// How long one wait for the lock lasts at most before it looks at the lock
 /// word again (see [`RawMutex::lock_slow`]).
