@@ -522,7 +522,8 @@ impl<T: ?Sized + ShmData, A: Access> SharedMemory<T, A> {
     }
 
     /// Locks the segment, waiting at most `timeout` (measured on the monotonic
-    /// clock).
+    /// clock). Like [`lock`](Self::lock), it watches a taken lock for a few
+    /// microseconds before it sleeps, also when `timeout` is shorter.
     ///
     /// # Errors
     ///

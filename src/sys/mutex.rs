@@ -201,10 +201,21 @@ impl RawMutex {
     }
 
     /// Waits at most `timeout`, measured on `CLOCK_MONOTONIC` (immune to
-    /// changes of the wall clock), in slices as [`lock_slow`](Self::lock_slow)
-    /// does.
+    /// changes of the wall clock): a `try_lock`, the spin of `lock` (see
+    /// [`spin_try_lock`](Self::spin_try_lock)), then slices as
+    /// [`lock_slow`](Self::lock_slow) does.
     pub(crate) fn lock_timeout(&self, timeout: Duration) -> Acquired {
-        self.lock_slow(Some(add_timespec(monotonic_now(), timeout)))
+        let deadline = add_timespec(monotonic_now(), timeout);
+        match self.try_lock() {
+            Acquired::Busy => {}
+            other => return other,
+        }
+        // The spin may outlast a timeout of less than its own few
+        // microseconds; that is below what a sleep could resolve anyway.
+        if let Some(acquired) = self.spin_try_lock() {
+            return acquired;
+        }
+        self.lock_slow(Some(deadline))
     }
 
     /// Blocks until the lock is taken or `deadline` (if any) passes. The
