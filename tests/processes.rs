@@ -301,3 +301,70 @@ fn attach_with_another_element_type_is_a_layout_mismatch_and_leaves_the_segment_
     drop(shm);
     keys.finish();
 }
+
+/// CPU time this thread has used (user + system), from
+/// `/proc/thread-self/stat`, in clock ticks (normally 10 ms each).
+fn thread_cpu_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").expect("/proc/thread-self/stat");
+    // Fields after the command name (which may hold spaces) start with the
+    // third, `state`; utime and stime are the 14th and 15th.
+    let rest = &stat[stat.rfind(')').expect("a command name") + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
+}
+
+/// A waiter for a lock that another process holds for a long time spins
+/// only for a few microseconds, then sleeps: `lock` and `lock_timeout`,
+/// each waiting 300 ms in a thread of its own, use almost no CPU meanwhile
+/// (a waiter that kept spinning would use all 300 ms).
+#[test]
+fn waiters_for_a_lock_held_long_sleep_instead_of_spinning() {
+    const ENTRY: &str = "waiters_for_a_lock_held_long_sleep_instead_of_spinning";
+    if let Some((role, key)) = common::role() {
+        return child(&role, &key);
+    }
+    let key = unique_key("sleepers");
+    let keys = Keys::new(&[&key]);
+    let shm = SharedMemory::<Pair>::create(&key, [0, 0]).unwrap();
+    let mut holder = Child::spawn(ENTRY, "hold-lock", &key, &[]);
+    holder.expect("locked", T);
+    let (ready, waiting) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        let waiter = |timed: bool| {
+            let (shm, ready) = (&shm, ready.clone());
+            s.spawn(move || {
+                let (ticks, start) = (thread_cpu_ticks(), Instant::now());
+                ready.send(()).unwrap();
+                let g = if timed {
+                    shm.lock_timeout(T).map_err(|e| e.to_string())
+                } else {
+                    shm.lock().map_err(|e| e.to_string())
+                }
+                .expect("not poisoned, in time");
+                drop(g);
+                (thread_cpu_ticks() - ticks, start.elapsed())
+            })
+        };
+        let (plain, timed) = (waiter(false), waiter(true));
+        waiting.recv().unwrap();
+        waiting.recv().unwrap();
+        // How long the lock stays held once both waiters are on their way.
+        std::thread::sleep(Duration::from_millis(300));
+        holder.send("release");
+        for (what, w) in [("lock", plain), ("lock_timeout", timed)] {
+            let (ticks, waited) = w.join().unwrap();
+            assert!(
+                waited >= Duration::from_millis(250),
+                "{what} returned after {waited:?}, before the holder let go"
+            );
+            assert!(
+                ticks <= 5,
+                "{what} used {ticks} clock ticks of CPU while it waited {waited:?}: it spun"
+            );
+        }
+    });
+    holder.expect("released", T);
+    holder.wait_success(T);
+    drop(shm);
+    keys.finish();
+}
