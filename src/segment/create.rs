@@ -133,20 +133,15 @@ fn open_new(
         #[cfg(test)]
         tests::race_after_open(cx.key, name, expected);
         if let Err(e) = lock_new(cx, &file, deadline) {
-            // Remove the name of our still empty object, unless it has none
-            // left (see below).
-            if file.stat().is_ok_and(|st| st.links > 0) {
-                name.unlink();
-            }
+            // Our still empty object.
+            name.unlink_if_it_names(&file);
             return Err(e);
         }
         // Until we held the write lock, another `create` could take our
         // still empty object for the leftover of a creator that died,
         // remove it and create its own under the name. Then the name is
         // not ours: start over (and find theirs). Our object then has no
-        // name left (shared-memory objects get names only from shm_open,
-        // one each, unless their owner or root hard-links them), which
-        // fstat tells without a lookup of the name.
+        // name left (see `Name::unlink_if_it_names`).
         let stat = file.stat().map_err(|e| cx.os(e))?;
         if stat.links == 0 {
             continue;

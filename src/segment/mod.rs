@@ -125,6 +125,18 @@ impl Name {
     fn unlink(&self) {
         unlink(&self.cname);
     }
+
+    /// Removes the name if it still names `file`'s object. Once removed (by
+    /// `tshm rm --force`, or by a `create` that took the object for a stale
+    /// one) it may name another object, and ours has no name left: objects
+    /// get names only from shm_open, one each, so `fstat`'s link count
+    /// tells, without a lookup of the name. This trusts that nobody
+    /// hard-links segment files, which only their owner or root can do.
+    fn unlink_if_it_names(&self, file: &ShmFile) {
+        if file.stat().is_ok_and(|st| st.links > 0) {
+            self.unlink();
+        }
+    }
 }
 
 /// Whether `native` still names the file `st` (compared by device and inode).
@@ -333,15 +345,7 @@ impl Segment {
             // Nobody else is attached: we are the last. Attachers that opened
             // the name meanwhile see DESTROYED (or another file) and start over.
             self.state().store(STATE_DESTROYED, Ordering::Release);
-            // Unless the name was removed already (by `tshm rm --force`, or
-            // by a `create` that took the object for a stale one) and may
-            // name another object now: then ours has no name left (objects
-            // get names only from shm_open, one each; this trusts that
-            // nobody hard-links segment files, which only their owner or
-            // root can do).
-            if file.stat().is_ok_and(|st| st.links > 0) {
-                self.name.unlink();
-            }
+            self.name.unlink_if_it_names(file);
         }
         Ok(())
     }
