@@ -372,8 +372,8 @@ impl ShmMutex {
         self.outcome(acquired, me)
     }
 
-    /// `lock` when the mutex is busy: the relock check, a short spin (see
-    /// [`RawMutex::spin_try_lock`]), then the wait.
+    /// `lock` when the mutex is busy: the relock check, then the wait (a
+    /// short spin first, see [`RawMutex::lock_slow`]).
     #[cold]
     #[inline(never)]
     fn wait(&self, me: u64) -> Acquired {
@@ -383,9 +383,6 @@ impl ShmMutex {
         // other threads do meanwhile.
         if self.held_by(me) {
             relock_panic();
-        }
-        if let Some(acquired) = self.raw.spin_try_lock() {
-            return acquired;
         }
         self.raw.lock_slow(None)
     }

@@ -184,7 +184,7 @@ impl RawMutex {
     /// hints in all: about 4 µs where a hint takes 27 ns (measured on the
     /// benchmark machine), then the waiter sleeps.
     #[inline]
-    pub(crate) fn spin_try_lock(&self) -> Option<Acquired> {
+    fn spin_try_lock(&self) -> Option<Acquired> {
         for look in 0..SPIN_LOOKS {
             for _ in 0..1u32 << look.min(4) {
                 std::hint::spin_loop();
@@ -202,25 +202,21 @@ impl RawMutex {
     }
 
     /// Waits at most `timeout`, measured on `CLOCK_MONOTONIC` (immune to
-    /// changes of the wall clock): a `try_lock`, the spin of `lock` (see
-    /// [`spin_try_lock`](Self::spin_try_lock)), then slices as
-    /// [`lock_slow`](Self::lock_slow) does.
+    /// changes of the wall clock): a `try_lock`, then
+    /// [`lock_slow`](Self::lock_slow).
     pub(crate) fn lock_timeout(&self, timeout: Duration) -> Acquired {
         let deadline = add_timespec(monotonic_now(), timeout);
         match self.try_lock() {
             Acquired::Busy => {}
             other => return other,
         }
-        // The spin may outlast a timeout of less than its own few
-        // microseconds; that is below what a sleep could resolve anyway.
-        if let Some(acquired) = self.spin_try_lock() {
-            return acquired;
-        }
         self.lock_slow(Some(deadline))
     }
 
-    /// Blocks until the lock is taken or `deadline` (if any) passes. The
-    /// wait is made of bounded slices ([`WAIT_SLICE`]): when a holder dies,
+    /// Blocks until the lock is taken or `deadline` (if any) passes; for
+    /// callers whose `try_lock` found it busy. First a short spin (see
+    /// [`spin_try_lock`](Self::spin_try_lock)), then the sleep. The sleep
+    /// is made of bounded slices ([`WAIT_SLICE`]): when a holder dies,
     /// the kernel wakes one waiter, and if that waiter dies too before it
     /// takes the lock (killed at that instant), nobody wakes the others — a
     /// waiter that only slept would sleep forever. Each new slice looks at
@@ -228,6 +224,12 @@ impl RawMutex {
     #[cold]
     #[inline(never)]
     pub(crate) fn lock_slow(&self, deadline: Option<libc::timespec>) -> Acquired {
+        // The spin may outlast a deadline less than its own few
+        // microseconds away; that is below what a sleep could resolve
+        // anyway.
+        if let Some(acquired) = self.spin_try_lock() {
+            return acquired;
+        }
         loop {
             let slice_end = add_timespec(monotonic_now(), WAIT_SLICE);
             let until = match deadline {
