@@ -150,6 +150,14 @@ unsafe fn copy_atomic(src: *const u8, dst: *mut u8, len: usize) {
     }
 }
 
+/// A read's second look, after a copy that [`ShmMutex::first_look`]
+/// allowed and an acquire fence: whether the sequence word `seq` stayed at
+/// most `last` and the segment is not poisoned (`poison_seen` is 0).
+#[inline(always)]
+fn clean_up_to(seq: &AtomicU64, poison_seen: &AtomicU32, last: u64) -> bool {
+    seq.load(Ordering::Relaxed) <= last && poison_seen.load(Ordering::Relaxed) == 0
+}
+
 /// Loads the `T` at `src` with atomic loads of aligned words and returns it
 /// by value. Built for values a snapshot returns: the words go straight into
 /// the result, which the compiler can keep in registers, instead of through
@@ -319,12 +327,13 @@ impl ShmMutex {
         }
     }
 
-    /// After a copy that [`first_look`](Self::first_look) allowed (and an
-    /// acquire fence): whether the sequence word stayed at most `last` and
-    /// the segment is not poisoned.
+    /// The words of a read's second look, [`clean_up_to`]: taken before the
+    /// copy's acquire fence, which orders memory accesses, so that the
+    /// compiler does not load the header's address from `self` again after
+    /// it.
     #[inline(always)]
-    fn clean_up_to(&self, last: u64) -> bool {
-        self.seq().load(Ordering::Relaxed) <= last && self.poison_seen().load(Ordering::Relaxed) == 0
+    fn second_look_words(&self) -> (&AtomicU64, &AtomicU32) {
+        (self.seq(), self.poison_seen())
     }
 
     /// The common case of a snapshot of a `T`, inlined into the caller: one
@@ -338,10 +347,7 @@ impl ShmMutex {
     /// `size_of::<T>()` bytes, mapped while `self` lives.
     #[inline(always)]
     pub(crate) unsafe fn read_quick<T: bytemuck::Pod>(&self, src: *const u8) -> Option<T> {
-        // The words of the second look, taken before the fence: a fence
-        // orders memory accesses, so after it the compiler would load the
-        // header's address from `self` again.
-        let (seq, poison_seen) = (self.seq(), self.poison_seen());
+        let (seq, poison_seen) = self.second_look_words();
         let (from, last) = self.first_look(src)?;
         // SAFETY: load_atomic requires an 8-aligned source of size_of::<T>()
         // readable bytes that others access only atomically or through this
@@ -349,7 +355,7 @@ impl ShmMutex {
         // data's length, mapped while `self` lives; this fn's contract).
         let value = unsafe { load_atomic::<T>(from) };
         fence(Ordering::Acquire);
-        (seq.load(Ordering::Relaxed) <= last && poison_seen.load(Ordering::Relaxed) == 0).then_some(value)
+        clean_up_to(seq, poison_seen, last).then_some(value)
     }
 
     /// After a [`read_quick`](Self::read_quick) that returned `None`: waits
@@ -414,6 +420,7 @@ impl ShmMutex {
         deadline: Option<Instant>,
     ) -> Read {
         // The common case, inlined: nothing changed during the copy.
+        let (seq, poison_seen) = self.second_look_words();
         if let Some((from, last)) = self.first_look(src) {
             // SAFETY: copy_atomic requires an 8-aligned source of `len`
             // readable bytes (the data or the committed buffer: page aligned,
@@ -421,7 +428,7 @@ impl ShmMutex {
             // contract).
             unsafe { copy_atomic(from, dst, len) };
             fence(Ordering::Acquire);
-            if self.clean_up_to(last) {
+            if clean_up_to(seq, poison_seen, last) {
                 return Read::Clean;
             }
         }
