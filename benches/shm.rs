@@ -10,6 +10,8 @@
 //! `memcpy` (plain `memcpy` into a shared mapping of the same size, no lock),
 //! for `lifecycle` and `attach_detach`, `floor_protocol` (the floor plus
 //! the system calls of the crash-safe lifetime protocol the design requires),
+//! for `lock_unlock` and `small_write`, `floor_contract` (the floor plus
+//! what the API contract makes every lock and unlock do),
 //! for `snapshot_64B*`, `lock_copy` (typed-shm's copy under the lock, the
 //! way to read without snapshots), for `txn_commit_*`, `typed_shm_plain`
 //! (the same write in a segment that is not transactional, for context), and
@@ -18,11 +20,14 @@
 //! groups, `typed_shm` is a transactional segment.
 //!
 //! Each benchmark's floor is written by hand in this directory: `floor.rs`
-//! (the lock), `protocol.rs` (the lock and the lifetime protocol),
+//! (the lock), `contract.rs` (the lock and the contract's per-lock work),
+//! `protocol.rs` (the lock and the lifetime protocol),
 //! `seqlock.rs` (the snapshot) and `futex.rs` (the change notification).
 
 #[path = "shm/child.rs"]
 mod child;
+#[path = "shm/contract.rs"]
+mod contract;
 #[path = "shm/floor.rs"]
 mod floor;
 #[path = "shm/futex.rs"]
@@ -51,6 +56,7 @@ use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Criterion, SamplingMode, Throughput};
 
 use crate::child::{Role, Subject, Worker};
+use crate::contract::Contract;
 use crate::floor::Locked;
 use crate::futex::FutexWord;
 use crate::peer::Peer;
@@ -67,6 +73,7 @@ const PEER: &str = "shared_memory+raw_sync";
 const STD: &str = "std_mutex";
 const MEMCPY: &str = "memcpy";
 const PROTOCOL: &str = "floor_protocol";
+const CONTRACT: &str = "floor_contract";
 const LOCK_COPY: &str = "lock_copy";
 const PLAIN: &str = "typed_shm_plain";
 const NO_WRITER: &str = "no_writer";
@@ -129,6 +136,7 @@ fn lock_unlock(c: &mut Criterion) {
         &mut [
             &mut |g| on_cell::<TypedCell>(g, TYPED, "lu-t", |s| s.lock_unlock()),
             &mut |g| on_cell::<Locked>(g, FLOOR, "lu-f", |s| s.lock_unlock()),
+            &mut |g| on_cell::<Contract>(g, CONTRACT, "lu-c", |s| s.lock_unlock()),
             &mut |g| on_cell::<Peer>(g, PEER, "lu-p", |s| s.lock_unlock()),
             &mut |g| {
                 g.bench_function(STD, |b| b.iter(|| m.lock_unlock()));
@@ -169,6 +177,7 @@ fn small_write(c: &mut Criterion) {
         &mut [
             &mut |g| on_cell::<TypedCell>(g, TYPED, "sw-t", store),
             &mut |g| on_cell::<Locked>(g, FLOOR, "sw-f", store),
+            &mut |g| on_cell::<Contract>(g, CONTRACT, "sw-c", store),
             &mut |g| on_cell::<Peer>(g, PEER, "sw-p", store),
             &mut |g| {
                 g.bench_function(STD, |b| b.iter(|| store(&m)));

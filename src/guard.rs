@@ -155,17 +155,10 @@ impl<T: ?Sized + ShmData, A: Access> Drop for Guard<'_, T, A> {
         // the lock unless the handle was inherited across `fork`: a guard
         // exists only while its thread holds it (`new`'s contract), guards
         // are `!Send`, and this is the guard's only release; `txn` only for
-        // a write guard of a transactional segment (`new`'s contract), whose
-        // `data` is, after a write, the private buffer (`first_write`), of
-        // the data's size, outside the segment.
-        unsafe {
-            self.mutex.release(
-                self.txn,
-                self.poison_on_panic,
-                self.wrote,
-                self.data.as_ptr().cast::<u8>().cast_const(),
-            )
-        };
+        // a write guard of a transactional segment (`new`'s contract), which
+        // writes, after its first write, to the handle's private buffer
+        // (`first_write`).
+        unsafe { self.mutex.release(self.txn, self.poison_on_panic, self.wrote) };
     }
 }
 

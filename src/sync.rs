@@ -434,38 +434,62 @@ impl ShmMutex {
         }
     }
 
-    /// Releases the lock for a guard's drop, in one call out of line (the
-    /// guard's drop stays small enough to be inlined into its caller):
-    /// nothing if the handle was inherited across `fork` (the lock and its
-    /// words are the parent's); for a write guard of a transactional
-    /// segment (`txn`), a commit of its private copy at `data` if it
-    /// `wrote` and its thread is not panicking, else a rollback; for any
-    /// other guard, [`unlock`](Self::unlock), poisoning the lock if
-    /// `poison_on_panic` and the thread is panicking.
+    /// Releases the lock for a guard's drop. The common case is inlined: a
+    /// guard of a plain handle (see [`is_plain`](Self::is_plain)) that did
+    /// not write, whose thread is not panicking, only clears the holder's
+    /// token and unlocks. Everything else
+    /// takes one call out of line, [`release_other`](Self::release_other),
+    /// so that the guard's drop stays small enough to be inlined into its
+    /// caller.
     ///
     /// # Safety
     ///
     /// - Unless the handle was inherited across `fork`, the calling thread
     ///   must hold the lock (an acquisition not yet released);
     /// - `txn` only for a write guard of a transactional segment; then, if
-    ///   `wrote`, `data` must point to the handle's private buffer, of
-    ///   [`data_len`](Self::unlock_txn) bytes, outside the segment.
+    ///   `wrote`, the guard's writes must have gone to the handle's private
+    ///   buffer.
+    #[inline(always)]
+    pub(crate) unsafe fn release(&self, txn: bool, poison_on_panic: bool, wrote: bool) {
+        if !wrote && self.is_plain() && !std::thread::panicking() {
+            // SAFETY: this thread holds the lock (this fn's contract; the
+            // handle is not inherited).
+            unsafe { self.unlock(false, false) };
+        } else {
+            // SAFETY: release_other has this fn's contract.
+            unsafe { self.release_other(txn, poison_on_panic, wrote) };
+        }
+    }
+
+    /// [`release`](Self::release) of every other guard: nothing if the
+    /// handle was inherited across `fork` (the lock and its words are the
+    /// parent's); for a write guard of a transactional segment (`txn`), a
+    /// commit of the handle's private copy if it `wrote` and its thread is
+    /// not panicking, else a rollback; for any other guard,
+    /// [`unlock`](Self::unlock), a commit if it `wrote`, poisoning the lock
+    /// if `poison_on_panic` and the thread is panicking.
+    ///
+    /// # Safety
+    ///
+    /// As for [`release`](Self::release).
     #[inline(never)]
-    pub(crate) unsafe fn release(&self, txn: bool, poison_on_panic: bool, wrote: bool, data: *const u8) {
+    unsafe fn release_other(&self, txn: bool, poison_on_panic: bool, wrote: bool) {
         if !self.is_plain() {
             if self.is_inherited() {
                 return;
             }
             if txn {
                 let publish = wrote && !std::thread::panicking();
-                if publish && let Some(buf) = self.private() {
+                let copy = self.private().filter(|_| publish);
+                if let Some(buf) = copy {
                     // We hold the lock: the count moves only through us now.
                     buf.mark_committed(self.txn_commits().load(Ordering::Relaxed) + 1);
                 }
                 // SAFETY: unlock_txn requires that this thread holds the lock
-                // and, when publishing, the private copy at `data`: this
-                // fn's contract.
-                unsafe { self.unlock_txn(publish.then_some(data)) };
+                // and, when publishing, the guard's copy, `data_len()`
+                // readable bytes outside the segment: the handle's private
+                // buffer, where the guard wrote (this fn's contract).
+                unsafe { self.unlock_txn(copy.map(|buf| buf.as_ptr().cast_const())) };
                 return;
             }
         }

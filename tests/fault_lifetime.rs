@@ -440,7 +440,8 @@ fn everyone_killed_one_holding_the_lock_then_reclaimed_fresh() {
 ///
 /// In the forked process, `lock`/`try_lock`/`lock_timeout` on the inherited
 /// handle panic with a message about `fork`, dropping the inherited copy of
-/// a guard leaves the parent's lock alone, and `detach` returns `LockError`;
+/// a guard (one that wrote, and one that never did) leaves the parent's lock
+/// alone, and `detach` returns `LockError`;
 /// attaching anew works. The parent's lock (held across the
 /// fork) and its attachment are unaffected: no poison, same `attach_count`,
 /// and the segment disappears exactly when the real handles are gone.
@@ -589,6 +590,23 @@ fn fork_role(key: &str) {
     }
     say("released");
     assert_eq!(hear(), "fork-again");
+    {
+        // A guard that never wrote, held across a fork: its drop takes the
+        // short path of such guards, which must also leave the parent's
+        // lock alone in the forked process.
+        let unwritten = shm.lock().expect("not poisoned");
+        let code = in_forked(&|| {
+            // SAFETY: as above, for a guard not used again in this process.
+            drop(unsafe { std::ptr::read(&unwritten) });
+            0
+        });
+        assert_eq!(code, 0);
+        assert!(
+            panics_about_relock(&|| drop(shm.lock_timeout(Duration::from_millis(10)))),
+            "the forked child's drop of an inherited guard that never wrote released the parent's lock words"
+        );
+        drop(unwritten);
+    }
     let code = in_forked(&|| {
         let mut failed = 0;
         if !panics_about_fork(&|| drop(shm.try_lock())) {

@@ -242,9 +242,24 @@ impl RobustMutex {
         }
     }
 
+    /// `pthread_mutex_trylock`: 0 (acquired), `EBUSY` or `EOWNERDEAD` (then
+    /// acquired, and [`RobustMutex::recover`] must follow at once).
+    #[inline]
+    pub fn try_lock(&self) -> libc::c_int {
+        // SAFETY: pthread_mutex_trylock(3p): `m` is an initialized mutex in a
+        // live mapping (the contract of `init`/`existing`).
+        unsafe { libc::pthread_mutex_trylock(self.m) }
+    }
+
+    /// After a `lock` or `try_lock` that returned `rc` other than 0 and
+    /// `EBUSY`: makes the mutex consistent again.
+    ///
+    /// # Panics
+    ///
+    /// If `rc` is not `EOWNERDEAD`.
     #[cold]
     #[inline(never)]
-    fn recover(&self, rc: libc::c_int) {
+    pub fn recover(&self, rc: libc::c_int) {
         assert_eq!(rc, libc::EOWNERDEAD, "pthread_mutex_lock failed: {rc}");
         // SAFETY: pthread_mutex_consistent(3p): the mutex is robust and the
         // calling thread holds it after EOWNERDEAD, which is exactly the
@@ -257,11 +272,18 @@ impl RobustMutex {
     /// Unlocks a mutex the calling thread holds.
     #[inline]
     pub fn unlock(&self) {
-        // SAFETY: pthread_mutex_unlock(3p): `m` is initialized and held by the
-        // calling thread (every `unlock` pairs with a `lock` in the same
-        // thread in this file's callers).
-        let rc = unsafe { libc::pthread_mutex_unlock(self.m) };
+        let rc = self.unlock_rc();
         debug_assert_eq!(rc, 0);
+    }
+
+    /// Unlocks a mutex the calling thread holds; returns what
+    /// `pthread_mutex_unlock` returned.
+    #[inline]
+    pub fn unlock_rc(&self) -> libc::c_int {
+        // SAFETY: pthread_mutex_unlock(3p): `m` is initialized and held by the
+        // calling thread (every unlock pairs with a lock in the same thread
+        // in the callers in this directory).
+        unsafe { libc::pthread_mutex_unlock(self.m) }
     }
 }
 
@@ -351,6 +373,11 @@ impl Locked {
     pub fn lock_unlock(&self) {
         self.mutex.lock();
         self.mutex.unlock();
+    }
+
+    /// The mutex at the start of the header page.
+    pub fn mutex(&self) -> &RobustMutex {
+        &self.mutex
     }
 
     /// The first byte of the header page (the mutex lives at its start; the

@@ -10,6 +10,7 @@
 
 use std::hint::black_box;
 
+use crate::contract::Contract;
 use crate::floor::Locked;
 use crate::names;
 use crate::seqlock::SeqLocked;
@@ -23,11 +24,13 @@ const ROUNDS: &str = "TYPED_SHM_INSTR_ROUNDS";
 
 /// The workloads, as `<benchmark>/<subject>` (the ids of the benchmarks
 /// whose bodies they run).
-pub const WORKLOADS: [&str; 7] = [
+pub const WORKLOADS: [&str; 9] = [
     "lock_unlock/typed_shm",
     "lock_unlock/floor",
+    "lock_unlock/floor_contract",
     "small_write/typed_shm",
     "small_write/floor",
+    "small_write/floor_contract",
     "snapshot_64B/typed_shm",
     "snapshot_64B/floor",
     "txn_commit_64B/typed_shm",
@@ -47,8 +50,10 @@ pub fn run_if_asked() -> bool {
     match workload.as_str() {
         "lock_unlock/typed_shm" => run::<TypedCell>(rounds, |c| c.lock_unlock()),
         "lock_unlock/floor" => run::<Locked>(rounds, |c| c.lock_unlock()),
+        "lock_unlock/floor_contract" => run::<Contract>(rounds, crate::subject::Lock::lock_unlock),
         "small_write/typed_shm" => run::<TypedCell>(rounds, crate::store),
         "small_write/floor" => run::<Locked>(rounds, crate::store),
+        "small_write/floor_contract" => run::<Contract>(rounds, crate::store),
         "snapshot_64B/typed_shm" => run::<TypedCell>(rounds, |c| {
             black_box(c.snapshot());
         }),
