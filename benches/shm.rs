@@ -10,8 +10,9 @@
 //! `memcpy` (plain `memcpy` into a shared mapping of the same size, no lock),
 //! for `lifecycle` and `attach_detach`, `floor_protocol` (the floor plus
 //! the system calls of the crash-safe lifetime protocol the design requires),
-//! for `lock_unlock` and `small_write`, `floor_contract` (the floor plus
-//! what the API contract makes every lock and unlock do),
+//! for `lock_unlock`, `small_write` and `txn_commit_64B`, `floor_contract`
+//! (the floor plus what the API contract makes every lock and unlock, or
+//! transactional commit, do),
 //! for `snapshot_64B*`, `lock_copy` (typed-shm's copy under the lock, the
 //! way to read without snapshots), for `txn_commit_*`, `typed_shm_plain`
 //! (the same write in a segment that is not transactional, for context), and
@@ -56,7 +57,7 @@ use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Criterion, SamplingMode, Throughput};
 
 use crate::child::{Role, Subject, Worker};
-use crate::contract::Contract;
+use crate::contract::{Contract, TxnContract};
 use crate::floor::Locked;
 use crate::futex::FutexWord;
 use crate::peer::Peer;
@@ -318,6 +319,7 @@ fn txn_commit_64b(c: &mut Criterion) {
         &mut [
             &mut |g| on_cell::<TxnCell>(g, TYPED, "tc-t", store),
             &mut |g| on_cell::<Locked>(g, FLOOR, "tc-f", store),
+            &mut |g| on_cell::<TxnContract>(g, CONTRACT, "tc-c", store),
             &mut |g| on_cell::<TypedCell>(g, PLAIN, "tc-p", store),
         ],
     );

@@ -27,11 +27,20 @@
 //!   waiter count read after the unlock (its locked instruction orders the
 //!   two on x86_64), with a `FUTEX_WAKE` only if it is not zero.
 //!
+//! [`TxnContract`] is the same for a commit to a transactional segment
+//! (`txn_commit_64B`): the guard writes to a private copy in the handle, and
+//! its drop, unless the thread panics, publishes the copy with 8-byte atomic
+//! stores into the buffer that is not committed, between the sequence word
+//! made odd and made even again (which names the new buffer), counts the
+//! commit (release), and unlocks. A handle that made the last commit starts
+//! from its copy as it is (one load of the count tells).
+//!
 //! The cold paths (a busy lock, a dead owner, poison, a relock) exist but are
 //! not taken in the benchmarks. What typed-shm adds beyond this is its own
 //! choice; what this adds to the floor is the contract's price.
 #![allow(unsafe_code)]
 
+use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering, fence};
 
 use crate::floor::Locked;
@@ -45,6 +54,10 @@ const POISONED: usize = 56;
 const SEQ: usize = 512;
 /// The waiter count beside it.
 const WAITERS: usize = 520;
+/// A transactional segment's commit count, in the same line.
+const COMMITS: usize = 528;
+/// A transactional segment's buffers: the data page and the next one.
+const STRIDE: usize = 4096;
 
 thread_local! {
     /// This thread's token; 0 until the first lock.
@@ -147,12 +160,20 @@ impl Contract {
             let seq = self.word64(SEQ);
             seq.store(seq.load(Ordering::Relaxed).wrapping_add(1), Ordering::Release);
         }
+        self.release(wrote);
+    }
+
+    /// The end of every unlock: the holder's token and the held flag
+    /// cleared, the mutex unlocked, and after a commit (`wake`) the waiters
+    /// woken if the count says there are any.
+    #[inline(always)]
+    fn release(&self, wake: bool) {
         self.word64(HOLDER).store(0, Ordering::Relaxed);
         self.held.store(false, Ordering::Relaxed);
         if self.locked.mutex().unlock_rc() != 0 {
             std::process::abort();
         }
-        if wrote && self.word32(WAITERS).load(Ordering::Relaxed) != 0 {
+        if wake && self.word32(WAITERS).load(Ordering::Relaxed) != 0 {
             self.wake();
         }
     }
@@ -222,6 +243,103 @@ impl Cell for Contract {
             locked: Locked::attach(name),
             inherited: AtomicBool::new(false),
             held: AtomicBool::new(false),
+        }
+    }
+}
+
+/// [`Contract`] for a transactional segment: two buffers, a private copy in
+/// the handle, the publish with atomic stores (see the module docs).
+pub struct TxnContract {
+    inner: Contract,
+    /// The guard's copy; used only by the lock's holder.
+    private: UnsafeCell<[u64; 8]>,
+    /// The commit count whose data `private` holds (this handle published
+    /// it), or `u64::MAX`.
+    holds: std::cell::Cell<u64>,
+}
+
+impl TxnContract {
+    /// Word `i` (0..8) of buffer `b` (0 or 1) as an atomic.
+    #[inline(always)]
+    fn word(&self, b: usize, i: usize) -> &AtomicU64 {
+        debug_assert!(b < 2 && i < 8);
+        // SAFETY: AtomicU64::from_ptr requires a pointer that is 8-aligned,
+        // valid for the lifetime of the reference and accessed only
+        // atomically meanwhile: both buffers start on a page boundary of the
+        // data (created with `STRIDE + 64` bytes), `i < 8` stays inside
+        // their 64 bytes, the mapping lives as long as `self`, and handles
+        // of this type access them only atomically.
+        unsafe { AtomicU64::from_ptr(self.inner.locked.data().wrapping_add(b * STRIDE + i * 8).cast()) }
+    }
+}
+
+impl Lock for TxnContract {
+    /// Lock; `f` on the private copy (copied in from the committed buffer
+    /// unless this handle made the last commit); unless panicking, the
+    /// publish; unlock.
+    #[inline]
+    fn with<R>(&self, f: impl FnOnce(&mut [u64; 8]) -> R) -> R {
+        let c = &self.inner;
+        // A transactional guard discards its copy on a panic: no poison, so
+        // the panic state at lock is not needed.
+        let _ = c.lock();
+        let commits = c.word64(COMMITS);
+        let seq = c.word64(SEQ);
+        let s = seq.load(Ordering::Relaxed);
+        let committed = usize::from((s >> 1) & 1 == 1);
+        // SAFETY: the lock is held, and only the holder uses `private`; the
+        // reference does not outlive this call.
+        let private = unsafe { &mut *self.private.get() };
+        if self.holds.get() != commits.load(Ordering::Relaxed) {
+            for (i, w) in private.iter_mut().enumerate() {
+                *w = self.word(committed, i).load(Ordering::Relaxed);
+            }
+        }
+        let r = f(private);
+        if c.inherited.load(Ordering::Relaxed) {
+            return r;
+        }
+        let publish = !std::thread::panicking();
+        if !publish {
+            self.holds.set(u64::MAX);
+        } else {
+            seq.store(s | 1, Ordering::Relaxed);
+            fence(Ordering::Release);
+            for (i, w) in private.iter().enumerate() {
+                self.word(committed ^ 1, i).store(*w, Ordering::Relaxed);
+            }
+            let n = commits.load(Ordering::Relaxed) + 1;
+            commits.store(n, Ordering::Release);
+            seq.store((s | 1) + 1, Ordering::Release);
+            self.holds.set(n);
+        }
+        c.release(publish);
+        r
+    }
+
+    #[inline]
+    fn lock_unlock(&self) {
+        self.inner.lock_unlock();
+    }
+}
+
+impl Cell for TxnContract {
+    fn create(name: &str) -> Self {
+        TxnContract {
+            inner: Contract {
+                locked: Locked::create(name, STRIDE + 64),
+                inherited: AtomicBool::new(false),
+                held: AtomicBool::new(false),
+            },
+            private: UnsafeCell::new([0; 8]),
+            holds: std::cell::Cell::new(u64::MAX),
+        }
+    }
+    fn attach(name: &str) -> Self {
+        TxnContract {
+            inner: Contract::attach(name),
+            private: UnsafeCell::new([0; 8]),
+            holds: std::cell::Cell::new(u64::MAX),
         }
     }
 }

@@ -10,7 +10,7 @@
 
 use std::hint::black_box;
 
-use crate::contract::Contract;
+use crate::contract::{Contract, TxnContract};
 use crate::floor::Locked;
 use crate::names;
 use crate::seqlock::SeqLocked;
@@ -24,7 +24,7 @@ const ROUNDS: &str = "TYPED_SHM_INSTR_ROUNDS";
 
 /// The workloads, as `<benchmark>/<subject>` (the ids of the benchmarks
 /// whose bodies they run).
-pub const WORKLOADS: [&str; 9] = [
+pub const WORKLOADS: [&str; 10] = [
     "lock_unlock/typed_shm",
     "lock_unlock/floor",
     "lock_unlock/floor_contract",
@@ -34,6 +34,7 @@ pub const WORKLOADS: [&str; 9] = [
     "snapshot_64B/typed_shm",
     "snapshot_64B/floor",
     "txn_commit_64B/typed_shm",
+    "txn_commit_64B/floor_contract",
 ];
 
 /// Runs the workload the environment names, if it names one; returns
@@ -61,6 +62,7 @@ pub fn run_if_asked() -> bool {
             black_box(c.snapshot());
         }),
         "txn_commit_64B/typed_shm" => run::<TxnCell>(rounds, crate::store),
+        "txn_commit_64B/floor_contract" => run::<TxnContract>(rounds, crate::store),
         other => panic!("unknown workload {other:?}; known: {WORKLOADS:?}"),
     }
     names::check_clean();
