@@ -83,6 +83,11 @@ pub(crate) struct ShmMutex {
     /// segment is transactional. On the heap, at an address that the
     /// thread-end check and the `fork` handler keep.
     flags: Box<HandleFlags>,
+    /// The fork generation the handle was made in, or `u64::MAX` for a
+    /// transactional segment: equal to the current generation exactly when
+    /// the handle [`is_plain`](Self::is_plain) (`flags` says the same, one
+    /// pointer further away).
+    plain_generation: u64,
     /// The registration of `holder` and `flags` with the thread-end check.
     watch: Option<WatchId>,
     /// Transactional segments: the two data buffers (each `data_len` bytes);
@@ -131,6 +136,11 @@ impl ShmMutex {
             raw: unsafe { RawMutex::from_ptr(header.mutex()) },
             header,
             flags,
+            plain_generation: if buffers.is_some() {
+                u64::MAX
+            } else {
+                fork_generation
+            },
             watch: Some(watch),
             buffers,
             data_len,
@@ -167,10 +177,14 @@ impl ShmMutex {
 
     /// Whether [`lock`](Self::lock), [`try_lock`](Self::try_lock) and the
     /// guard's drop may take their short path: the handle is neither
-    /// inherited across `fork` nor of a transactional segment. One load.
+    /// inherited across `fork` nor of a transactional segment. Two loads
+    /// that do not depend on each other (the handle's word and the process's
+    /// fork generation), where the flags would take two in a row; the
+    /// generation is also what `flags` is marked from (in `new` and by the
+    /// `fork` handler, which moves the generation on first).
     #[inline(always)]
     pub(crate) fn is_plain(&self) -> bool {
-        self.flags.is_plain()
+        self.plain_generation == sys::fork_generation_now()
     }
 
     #[inline(always)]
