@@ -77,11 +77,10 @@ pub(crate) struct ShmMutex {
     header: InPlace,
     /// Whether a thread of this process holds the lock through this handle
     /// (a handle whose lock is still held when it is dropped, by a
-    /// forgotten guard, must never unmap it), and whether the lock paths
-    /// must leave the short path: the handle was inherited across `fork`
-    /// (in a child process, the lock's words belong to the parent), or the
-    /// segment is transactional. On the heap, at an address that the
-    /// thread-end check and the `fork` handler keep.
+    /// forgotten guard, must never unmap it), and whether the handle was
+    /// inherited across `fork` (in a child process, the lock's words belong
+    /// to the parent). On the heap, at an address that the thread-end check
+    /// and the `fork` handler keep.
     flags: Box<HandleFlags>,
     /// The fork generation the handle was made in, or `u64::MAX` for a
     /// transactional segment: equal to the current generation exactly when
@@ -121,7 +120,7 @@ impl ShmMutex {
         data_len: usize,
         private: Option<PrivateBuf>,
     ) -> Self {
-        let flags = Box::new(HandleFlags::new(buffers.is_some()));
+        let flags = Box::new(HandleFlags::default());
         // SAFETY: the holder word stays mapped until this value is dropped
         // (this fn's contract), and `flags` lives on the heap as long as this
         // value; its `Drop` ends the registration first.

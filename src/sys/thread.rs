@@ -5,7 +5,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, Once, OnceLock};
 
 static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
@@ -174,52 +174,30 @@ fn new_lock_token() -> u64 {
     token
 }
 
-/// What one handle's lock paths need to know about it in this process, in
-/// one place that the lock and the guard's drop read anyway, and that the
-/// registry reaches (so it lives on the heap, at a fixed address).
+/// What one handle's lock paths and the registry need to know about it in
+/// this process, at an address the registry reaches (so on the heap).
 #[derive(Debug, Default)]
 pub(crate) struct HandleFlags {
     /// Whether a thread of this process holds the lock through this handle
     /// (set after acquiring, cleared before releasing).
     held: AtomicBool,
-    /// Non-zero when the lock and the guard's drop must take their general,
-    /// out-of-line path: [`DETOUR_INHERITED`] | [`DETOUR_TRANSACTIONAL`].
-    detour: AtomicU8,
+    /// Whether the handle was inherited across `fork`: its lock words are
+    /// the parent's.
+    inherited: AtomicBool,
 }
 
-/// The handle was inherited across `fork`: its lock words are the parent's.
-const DETOUR_INHERITED: u8 = 1;
-/// The handle's segment is transactional.
-const DETOUR_TRANSACTIONAL: u8 = 2;
-
 impl HandleFlags {
-    /// Flags of a new handle: not held; transactional if `transactional`.
-    pub(crate) fn new(transactional: bool) -> HandleFlags {
-        let flags = HandleFlags::default();
-        if transactional {
-            flags.detour.store(DETOUR_TRANSACTIONAL, Ordering::Relaxed);
-        }
-        flags
-    }
-
-    /// Whether the handle's lock and guards may take the short path (one
-    /// load: neither inherited nor transactional).
-    #[inline(always)]
-    pub(crate) fn is_plain(&self) -> bool {
-        self.detour.load(Ordering::Relaxed) == 0
-    }
-
     /// Whether the handle was inherited across `fork` (made in an ancestor
     /// of this process).
     #[inline]
     pub(crate) fn is_inherited(&self) -> bool {
-        self.detour.load(Ordering::Relaxed) & DETOUR_INHERITED != 0
+        self.inherited.load(Ordering::Relaxed)
     }
 
     /// Marks the handle as inherited (in a child after `fork`, or a handle
     /// made from state of another fork generation).
     pub(crate) fn mark_inherited(&self) {
-        self.detour.fetch_or(DETOUR_INHERITED, Ordering::Relaxed);
+        self.inherited.store(true, Ordering::Relaxed);
     }
 
     /// Whether a thread of this process holds the lock through this handle.
