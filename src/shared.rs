@@ -197,9 +197,7 @@ impl<T: ?Sized + ShmData, A: Access> SharedMemory<T, A> {
 
     /// For a guard of a transactional segment (the lock is held): the
     /// committed buffer.
-    // Out of line: the lock path of segments that are not transactional
-    // stays small.
-    #[inline(never)]
+    #[inline]
     fn txn_pointers(&self) -> NonNull<T> {
         let seq = self.mutex.seq().load(std::sync::atomic::Ordering::Relaxed);
         let (committed, _) = self.mutex.txn_buffers(seq).expect("a transactional segment");
