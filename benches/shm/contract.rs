@@ -95,6 +95,15 @@ pub struct Contract {
 }
 
 impl Contract {
+    /// A handle over `locked`: not inherited, not held.
+    fn over(locked: Locked) -> Contract {
+        Contract {
+            locked,
+            inherited: AtomicBool::new(false),
+            held: AtomicBool::new(false),
+        }
+    }
+
     /// The 64-bit word at `offset` of the header page.
     #[inline(always)]
     fn word64(&self, offset: usize) -> &AtomicU64 {
@@ -238,18 +247,10 @@ impl Lock for Contract {
 
 impl Cell for Contract {
     fn create(name: &str) -> Self {
-        Contract {
-            locked: Locked::create(name, 64),
-            inherited: AtomicBool::new(false),
-            held: AtomicBool::new(false),
-        }
+        Contract::over(Locked::create(name, 64))
     }
     fn attach(name: &str) -> Self {
-        Contract {
-            locked: Locked::attach(name),
-            inherited: AtomicBool::new(false),
-            held: AtomicBool::new(false),
-        }
+        Contract::over(Locked::attach(name))
     }
 }
 
@@ -329,23 +330,22 @@ impl Lock for TxnContract {
     }
 }
 
-impl Cell for TxnContract {
-    fn create(name: &str) -> Self {
+impl TxnContract {
+    /// A handle over `locked`, whose data holds the two buffers.
+    fn over(locked: Locked) -> TxnContract {
         TxnContract {
-            inner: Contract {
-                locked: Locked::create(name, STRIDE + 64),
-                inherited: AtomicBool::new(false),
-                held: AtomicBool::new(false),
-            },
+            inner: Contract::over(locked),
             private: UnsafeCell::new([0; 8]),
             holds: std::cell::Cell::new(u64::MAX),
         }
     }
+}
+
+impl Cell for TxnContract {
+    fn create(name: &str) -> Self {
+        TxnContract::over(Locked::create(name, STRIDE + 64))
+    }
     fn attach(name: &str) -> Self {
-        TxnContract {
-            inner: Contract::attach(name),
-            private: UnsafeCell::new([0; 8]),
-            holds: std::cell::Cell::new(u64::MAX),
-        }
+        TxnContract::over(Locked::attach(name))
     }
 }
