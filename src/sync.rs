@@ -77,15 +77,16 @@ pub(crate) struct ShmMutex {
     header: InPlace,
     /// Whether a thread of this process holds the lock through this handle
     /// (a handle whose lock is still held when it is dropped, by a
-    /// forgotten guard, must never unmap it), and whether the handle was
-    /// inherited across `fork` (in a child process, the lock's words belong
-    /// to the parent). On the heap, at an address that the thread-end check
-    /// and the `fork` handler keep.
+    /// forgotten guard, must never unmap it). On the heap, at an address
+    /// that the thread-end check keeps.
     flags: Box<HandleFlags>,
-    /// The fork generation the handle was made in, or `u64::MAX` for a
+    /// The fork generation the handle was made in: another one now means
+    /// the handle was inherited across `fork` (in a child process, the
+    /// lock's words belong to the parent).
+    fork_generation: u64,
+    /// [`fork_generation`](Self::fork_generation), or `u64::MAX` for a
     /// transactional segment: equal to the current generation exactly when
-    /// the handle [`is_plain`](Self::is_plain) (`flags` says the same, one
-    /// pointer further away).
+    /// the handle [`is_plain`](Self::is_plain), in one comparison.
     plain_generation: u64,
     /// The registration of `holder` and `flags` with the thread-end check.
     watch: Option<WatchId>,
@@ -125,16 +126,12 @@ impl ShmMutex {
         // (this fn's contract), and `flags` lives on the heap as long as this
         // value; its `Drop` ends the registration first.
         let watch = unsafe { sys::watch_holder(header.holder(), &*flags, key) };
-        // A `fork` between the handle's making and its registration: the
-        // registry did not know it then.
-        if fork_generation != sys::fork_generation_now() {
-            flags.mark_inherited();
-        }
         ShmMutex {
             // SAFETY: forwarded from this fn's contract.
             raw: unsafe { RawMutex::from_ptr(header.mutex()) },
             header,
             flags,
+            fork_generation,
             plain_generation: if buffers.is_some() {
                 u64::MAX
             } else {
@@ -171,16 +168,14 @@ impl ShmMutex {
     /// another process): its words are then not this process's to touch.
     #[inline]
     pub(crate) fn is_inherited(&self) -> bool {
-        self.flags.is_inherited()
+        self.fork_generation != sys::fork_generation_now()
     }
 
     /// Whether [`lock`](Self::lock), [`try_lock`](Self::try_lock) and the
     /// guard's drop may take their short path: the handle is neither
     /// inherited across `fork` nor of a transactional segment. Two loads
     /// that do not depend on each other (the handle's word and the process's
-    /// fork generation), where the flags would take two in a row; the
-    /// generation is also what `flags` is marked from (in `new` and by the
-    /// `fork` handler, which moves the generation on first).
+    /// fork generation).
     #[inline(always)]
     pub(crate) fn is_plain(&self) -> bool {
         self.plain_generation == sys::fork_generation_now()

@@ -59,19 +59,12 @@ extern "C" fn after_fork_in_child() {
     // The forking thread is the child's only thread: its token must change
     // with the nonce. The cell has no destructor, so this is a plain store.
     let _ = TOKEN.try_with(|t| t.set(0));
-    // The handles the child inherited are unusable there: marked so, they
-    // refuse every lock call and their guards leave the parent's lock alone,
-    // so none of their locks can be held by the child's threads.
+    // The handles the child inherited are unusable there: made in an older
+    // generation than the one above, they refuse every lock call and their
+    // guards leave the parent's lock alone, so none of their locks can be
+    // held by the child's threads, and the thread-end check forgets them.
     let _ = FORKING.try_with(|f| {
         if let Some(mut registry) = f.borrow_mut().take() {
-            for w in registry.iter() {
-                // SAFETY: dereferencing requires a pointer to a live
-                // `HandleFlags`: the entry is registered (`watch_holder`'s
-                // contract), and the child's memory is a copy of the
-                // parent's, whose entries were live when it forked (the
-                // registry's lock, held across `fork`, kept them so).
-                unsafe { &*w.flags }.mark_inherited();
-            }
             registry.clear();
         }
     });
@@ -174,32 +167,16 @@ fn new_lock_token() -> u64 {
     token
 }
 
-/// What one handle's lock paths and the registry need to know about it in
-/// this process, at an address the registry reaches (so on the heap).
+/// What the registry needs to know about one handle in this process, at an
+/// address the registry reaches (so on the heap).
 #[derive(Debug, Default)]
 pub(crate) struct HandleFlags {
     /// Whether a thread of this process holds the lock through this handle
     /// (set after acquiring, cleared before releasing).
     held: AtomicBool,
-    /// Whether the handle was inherited across `fork`: its lock words are
-    /// the parent's.
-    inherited: AtomicBool,
 }
 
 impl HandleFlags {
-    /// Whether the handle was inherited across `fork` (made in an ancestor
-    /// of this process).
-    #[inline]
-    pub(crate) fn is_inherited(&self) -> bool {
-        self.inherited.load(Ordering::Relaxed)
-    }
-
-    /// Marks the handle as inherited (in a child after `fork`, or a handle
-    /// made from state of another fork generation).
-    pub(crate) fn mark_inherited(&self) {
-        self.inherited.store(true, Ordering::Relaxed);
-    }
-
     /// Whether a thread of this process holds the lock through this handle.
     #[inline(always)]
     pub(crate) fn held(&self) -> bool {
