@@ -445,10 +445,9 @@ impl ShmMutex {
     /// Releases the lock for a guard's drop. The common case is inlined: a
     /// guard of a plain handle (see [`is_plain`](Self::is_plain)) that did
     /// not write, whose thread is not panicking, only clears the holder's
-    /// token and unlocks. Everything else
-    /// takes one call out of line, [`release_other`](Self::release_other),
-    /// so that the guard's drop stays small enough to be inlined into its
-    /// caller.
+    /// token and the held flag and unlocks. Everything else takes one call
+    /// out of line, [`release_other`](Self::release_other), so that the
+    /// guard's drop stays small enough to be inlined into its caller.
     ///
     /// # Safety
     ///
