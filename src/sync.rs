@@ -168,7 +168,7 @@ impl ShmMutex {
     /// another process): its words are then not this process's to touch.
     #[inline]
     pub(crate) fn is_inherited(&self) -> bool {
-        self.fork_generation != sys::fork_generation_now()
+        sys::inherited_from(self.fork_generation)
     }
 
     /// Whether [`lock`](Self::lock), [`try_lock`](Self::try_lock) and the

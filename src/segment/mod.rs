@@ -294,10 +294,11 @@ impl Segment {
             .map_or(1, |n| n + 1)
     }
 
-    /// Whether this handle was made in this process (not inherited by `fork`).
+    /// Whether this handle was inherited across `fork` (made in another
+    /// process).
     #[inline]
     pub(crate) fn is_inherited(&self) -> bool {
-        self.fork_generation != sys::fork_generation_now()
+        sys::inherited_from(self.fork_generation)
     }
 
     /// Ends this attachment like [`release`](Self::release) but never

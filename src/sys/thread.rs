@@ -133,6 +133,13 @@ pub(crate) fn fork_generation_now() -> u64 {
     FORK_GENERATION.load(Ordering::Relaxed)
 }
 
+/// Whether something made in fork generation `made_in` was inherited across
+/// `fork`: this process is a child of the one that made it.
+#[inline]
+pub(crate) fn inherited_from(made_in: u64) -> bool {
+    made_in != fork_generation_now()
+}
+
 /// A random 64-bit token naming the calling thread among all threads of all
 /// processes that may share a segment (never 0; equal for two live threads
 /// with probability about 2^-64 per pair). Valid after [`fork_generation`]
