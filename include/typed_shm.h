@@ -3,7 +3,7 @@
  *
  * Lets a C program (C11, Linux, glibc) share a named segment with programs
  * that use the typed-shm Rust library, following SPEC.md (segment format
- * version 2): attach and detach (taking part in the liveness protocol, so
+ * version 3): attach and detach (taking part in the liveness protocol, so
  * the last detach, in any language, removes the segment), consistent
  * snapshots without the lock, the robust lock with poison reporting,
  * commits that advance the version and wake waiters, transactional commits,
@@ -179,7 +179,7 @@ static inline const char *tshm_strerror(int rc) {
 /** Bytes of the fixed header. */
 #define TSHM_HEADER_SIZE 576
 /** The format version this header implements. */
-#define TSHM_FORMAT_VERSION 2
+#define TSHM_FORMAT_VERSION 3
 /** Room for a native key, NUL included (native keys are at most 30 bytes). */
 #define TSHM_NATIVE_KEY_MAX 32
 /** Longest key, in bytes. */
@@ -211,7 +211,8 @@ static inline const char *tshm_strerror(int rc) {
 #define TSHM__OFF_PID_NS 448
 #define TSHM__OFF_SEQ 512
 #define TSHM__OFF_WAITERS 520
-#define TSHM__OFF_POISON_SEEN 524
+/* 524: reserved, zero (format 2's copy of `poisoned` for readers; in format
+ * 3 readers take the poison from bit 1 of seq). Never read or written. */
 #define TSHM__OFF_TXN_COMMITS 528
 
 #define TSHM__DESC_CAP 256
@@ -220,6 +221,14 @@ static inline const char *tshm_strerror(int rc) {
 #define TSHM__STATE_DESTROYED 0x44454144u
 #define TSHM__FLAG_SLICE 1u
 #define TSHM__FLAG_TRANSACTIONAL 2u
+/* The sequence word of a plain segment (SPEC §6) is
+ * TSHM__SEQ_COMMIT * commits + TSHM__SEQ_POISONED * poisoned +
+ * TSHM__SEQ_WRITING * writing. A transactional segment's word means
+ * something else (SPEC §8: bit 1 names the committed buffer): never apply
+ * these to it. 64-bit, so that ~TSHM__SEQ_POISONED keeps the high half. */
+#define TSHM__SEQ_WRITING UINT64_C(1)
+#define TSHM__SEQ_POISONED UINT64_C(2)
+#define TSHM__SEQ_COMMIT UINT64_C(4)
 #define TSHM__SLOT_BASE 1
 #define TSHM__MAX_SLOTS (1L << 20)
 /* One futex wait of tshm_wait_for_change lasts at most this long (ms). */
@@ -904,7 +913,9 @@ static inline uint64_t tshm_version(const tshm_segment *seg) {
             }
         }
     }
-    return atomic_load_explicit(seq, memory_order_acquire) >> 1;
+    /* The word's count: neither a write in progress nor the poison bit
+     * counts (SPEC §6). */
+    return atomic_load_explicit(seq, memory_order_acquire) / TSHM__SEQ_COMMIT;
 }
 
 /* The committed buffer of a transactional segment as of sequence word s. */
@@ -939,13 +950,6 @@ static inline int tshm_is_poisoned(const tshm_segment *seg) {
            (!seg->transactional && tshm__owner_died(seg));
 }
 
-/** Clears the poison, for every process (call it once the data is repaired;
- *  normally while holding the lock). Thread-safe. */
-static inline void tshm_clear_poison(tshm_segment *seg) {
-    atomic_store_explicit(tshm__a32(seg, TSHM__OFF_POISONED), 0, memory_order_relaxed);
-    atomic_store_explicit(tshm__a32(seg, TSHM__OFF_POISON_SEEN), 0, memory_order_relaxed);
-}
-
 /* ------------------------------------------------------------------------- */
 /* The lock                                                                  */
 
@@ -956,6 +960,22 @@ static inline void tshm__wake_waiters(tshm_segment *seg) {
     if (atomic_load_explicit(tshm__a32(seg, TSHM__OFF_WAITERS), memory_order_relaxed) != 0) {
         syscall(SYS_futex, tshm__seq_futex(seg), FUTEX_WAKE, INT32_MAX, NULL, NULL, 0);
     }
+}
+
+/* Plain segments, by the lock's holder: sets the sticky poison flag and the
+ * sequence word's poison bit. If the word has the write bit (the holder, or
+ * a dead one, began a write), that write is counted as a commit first (+3:
+ * the write bit clear, one commit more), so that readers stop waiting for it
+ * and report the poison instead (SPEC §4, §6). Release: a reader that sees
+ * the new word sees every data store before it. Only the holder stores the
+ * word of a plain segment, so a load and a store suffice. The caller wakes
+ * the waiters. */
+static inline void tshm__poison_held(tshm_segment *seg) {
+    _Atomic uint64_t *seq = tshm__a64(seg, TSHM__OFF_SEQ);
+    atomic_store_explicit(tshm__a32(seg, TSHM__OFF_POISONED), 1, memory_order_relaxed);
+    uint64_t s = atomic_load_explicit(seq, memory_order_relaxed);
+    uint64_t next = (s & TSHM__SEQ_WRITING) ? s + (TSHM__SEQ_COMMIT - TSHM__SEQ_WRITING) : s;
+    atomic_store_explicit(seq, next | TSHM__SEQ_POISONED, memory_order_release);
 }
 
 /* The first locker after a holder died (SPEC §4, §8). */
@@ -979,11 +999,9 @@ static inline void tshm__after_owner_died(tshm_segment *seg) {
         }
         return;
     }
-    atomic_store_explicit(tshm__a32(seg, TSHM__OFF_POISONED), 1, memory_order_relaxed);
-    atomic_store_explicit(tshm__a32(seg, TSHM__OFF_POISON_SEEN), 1, memory_order_relaxed);
-    if (s & 1) {
-        atomic_store_explicit(seq, s + 1, memory_order_release);
-    }
+    /* Poison; a write the dead holder left unfinished (an odd word) is
+     * counted with the data as it stands. */
+    tshm__poison_held(seg);
     tshm__wake_waiters(seg);
 }
 
@@ -1074,9 +1092,10 @@ static inline int tshm__held_here(const tshm_segment *seg) {
 
 /**
  * Plain segments: marks the start of a write, before the first store into
- * tshm_data() (the sequence word becomes odd, then a release fence), so that
- * snapshot readers never take a half-written copy. The lock must be held
- * through a writable handle. Calling it again is harmless.
+ * tshm_data() (the sequence word gets its write bit and becomes odd, then a
+ * release fence), so that snapshot readers never take a half-written copy.
+ * The lock must be held through a writable handle. Calling it again is
+ * harmless.
  *
  * Returns TSHM_OK, or TSHM_E_INVALID (lock not held by this thread, a
  * read-only handle, or a transactional segment: use tshm_commit_txn).
@@ -1087,7 +1106,7 @@ static inline int tshm_begin_write(tshm_segment *seg) {
     }
     _Atomic uint64_t *seq = tshm__a64(seg, TSHM__OFF_SEQ);
     uint64_t s = atomic_load_explicit(seq, memory_order_relaxed);
-    atomic_store_explicit(seq, s | 1, memory_order_relaxed);
+    atomic_store_explicit(seq, s | TSHM__SEQ_WRITING, memory_order_relaxed);
     atomic_thread_fence(memory_order_release);
     seg->writing = 1;
     return TSHM_OK;
@@ -1111,8 +1130,9 @@ static inline void tshm__unlock_raw(tshm_segment *seg) {
  *
  * Plain segments: if a write was begun (tshm_begin_write) or `wrote` is
  * non-zero, this is a commit: the version advances by one in every process
- * (the sequence word becomes even, release), and waiters are woken after the
- * unlock (a system call only if someone waits). `wrote` without
+ * (the sequence word loses its write bit and counts one commit more, keeping
+ * its poison bit: + 3, release), and waiters are woken after the unlock (a
+ * system call only if someone waits). `wrote` without
  * tshm_begin_write still commits, but snapshot readers may then have copied
  * the data half-written: always call tshm_begin_write before storing.
  *
@@ -1136,18 +1156,67 @@ static inline int tshm_unlock(tshm_segment *seg, int wrote) {
     if (commit) {
         _Atomic uint64_t *seq = tshm__a64(seg, TSHM__OFF_SEQ);
         uint64_t s = atomic_load_explicit(seq, memory_order_relaxed);
-        if ((s & 1) == 0) {
-            atomic_store_explicit(seq, s | 1, memory_order_relaxed);
+        if ((s & TSHM__SEQ_WRITING) == 0) {
+            atomic_store_explicit(seq, s | TSHM__SEQ_WRITING, memory_order_relaxed);
             atomic_thread_fence(memory_order_release);
-            s |= 1;
+            s |= TSHM__SEQ_WRITING;
         }
-        /* Release: a reader that sees the even word sees every data store. */
-        atomic_store_explicit(seq, s + 1, memory_order_release);
+        /* From 4c + 1 to 4(c + 1), or, poisoned, from 4c + 3 to 4(c + 1) + 2.
+         * Release: a reader that sees the new word sees every data store. */
+        atomic_store_explicit(seq, s + (TSHM__SEQ_COMMIT - TSHM__SEQ_WRITING), memory_order_release);
     }
     tshm__unlock_raw(seg);
     if (commit) {
         tshm__wake_waiters(seg);
     }
+    return TSHM_OK;
+}
+
+/* Clears the poison; the caller holds the lock, or the segment is
+ * transactional (never poisoned: only the sticky flag is stored, and its
+ * word, whose bit 1 names the committed buffer, is left alone). */
+static inline void tshm__clear_poison_held(tshm_segment *seg) {
+    atomic_store_explicit(tshm__a32(seg, TSHM__OFF_POISONED), 0, memory_order_relaxed);
+    if (seg->transactional) {
+        return;
+    }
+    _Atomic uint64_t *seq = tshm__a64(seg, TSHM__OFF_SEQ);
+    uint64_t s = atomic_load_explicit(seq, memory_order_relaxed);
+    if (s & TSHM__SEQ_POISONED) {
+        /* Release, as a commit: a reader that sees the clean word sees the
+         * repairs made under the lock before it. */
+        atomic_store_explicit(seq, s & ~TSHM__SEQ_POISONED, memory_order_release);
+        tshm__wake_waiters(seg);
+    }
+}
+
+/**
+ * Clears the poison, for every process: the sticky flag, and in a plain
+ * segment the sequence word's poison bit, which snapshots read (SPEC §4).
+ * Call it once the data is repaired.
+ *
+ * The poison is cleared under the lock (a committer stores the sequence
+ * word with a plain load and store, which would bring back a bit cleared
+ * meanwhile): called by the thread that holds the lock, it clears at once;
+ * otherwise it takes the lock, waiting without limit for its holder (a
+ * poisoned acquisition counts, and so does one after a dead holder), clears,
+ * and releases it without a commit. A transactional segment is never
+ * poisoned: its flag is cleared without the lock.
+ *
+ * Returns TSHM_OK, or TSHM_E_OS if the lock could not be taken (nothing
+ * done; errno says why). Thread-safe.
+ */
+static inline int tshm_clear_poison(tshm_segment *seg) {
+    if (seg->transactional || tshm__held_here(seg)) {
+        tshm__clear_poison_held(seg);
+        return TSHM_OK;
+    }
+    int rc = tshm_lock(seg, -1);
+    if (rc < 0) {
+        return rc;
+    }
+    tshm__clear_poison_held(seg);
+    tshm__unlock_raw(seg);
     return TSHM_OK;
 }
 
@@ -1277,7 +1346,6 @@ static inline void tshm__back_off(unsigned round, int64_t deadline) {
  */
 static inline int tshm_snapshot(const tshm_segment *seg, void *out, long timeout_ms) {
     _Atomic uint64_t *seq = tshm__a64(seg, TSHM__OFF_SEQ);
-    _Atomic uint32_t *poison_seen = tshm__a32(seg, TSHM__OFF_POISON_SEEN);
     int64_t deadline = tshm__deadline(timeout_ms);
     for (unsigned round = 0;; round++) {
         uint64_t before = atomic_load_explicit(seq, memory_order_acquire);
@@ -1288,13 +1356,15 @@ static inline int tshm_snapshot(const tshm_segment *seg, void *out, long timeout
             /* The buffer just read is written again only by the commit after
              * next, which makes the word committed + 3 or more. */
             if (atomic_load_explicit(seq, memory_order_relaxed) < committed + 3) {
-                return atomic_load_explicit(poison_seen, memory_order_relaxed) ? TSHM_POISONED : TSHM_OK;
+                /* A transactional segment is never poisoned (SPEC §8). */
+                return TSHM_OK;
             }
-        } else if ((before & 1) == 0) {
+        } else if ((before & TSHM__SEQ_WRITING) == 0) {
             tshm__copy_from_shared(out, seg->data, seg->data_len);
             atomic_thread_fence(memory_order_acquire);
             if (atomic_load_explicit(seq, memory_order_relaxed) == before) {
-                return atomic_load_explicit(poison_seen, memory_order_relaxed) ? TSHM_POISONED : TSHM_OK;
+                /* The word that framed the copy says whether it is poisoned. */
+                return (before & TSHM__SEQ_POISONED) ? TSHM_POISONED : TSHM_OK;
             }
         } else if (tshm__owner_died(seg)) {
             /* The writer died mid-write: the data as it stands. */
@@ -1334,7 +1404,7 @@ static inline int tshm_wait_for_change(const tshm_segment *seg, uint64_t since, 
     for (;;) {
         uint64_t seen = atomic_load_explicit(seq, memory_order_acquire);
         uint64_t version = tshm_version(seg);
-        int dead_writer = !seg->transactional && (seen & 1) && tshm__owner_died(seg);
+        int dead_writer = !seg->transactional && (seen & TSHM__SEQ_WRITING) && tshm__owner_died(seg);
         int poisoned = dead_writer || tshm_is_poisoned(seg);
         if (version != since || poisoned) {
             if (new_version != NULL) {

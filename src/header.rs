@@ -1,4 +1,4 @@
-//! The segment header (format v2): its `#[repr(C)]` layout, pinned by static
+//! The segment header (format v3): its `#[repr(C)]` layout, pinned by static
 //! assertions, and [`validate`], a pure function over its bytes.
 //!
 //! The header occupies the start of the first page of the object; the data
@@ -8,7 +8,7 @@
 //! | offset | field | |
 //! |---|---|---|
 //! | 0 | `magic: [u8; 8]` | `b"TYPEDSHM"` |
-//! | 8 | `version: u32` | format version, 2 |
+//! | 8 | `version: u32` | format version, 3 |
 //! | 12 | `header_size: u32` | 576 |
 //! | 16 | `abi: [u32; 6]` | libc family, `pthread_mutex_t` size, pointer bits, endianness mark, page size, `pthread_mutex_t` alignment |
 //! | 40 | `data_offset: u64` | where the data starts (the page size) |
@@ -30,9 +30,9 @@
 //! | 444 | reserved | zero |
 //! | 448 | `pid_ns: [u64; 2]` | the creator's PID namespace: device and inode of `/proc/self/ns/pid` |
 //! | 464 | reserved | zero |
-//! | 512 | `seq: u64` (atomic) | the sequence word: twice the number of commits, plus 1 while a write guard is writing |
+//! | 512 | `seq: u64` (atomic) | the sequence word: four times the number of commits, plus 2 while the segment is poisoned, plus 1 while a write guard is writing (transactional segments: see [`crate::sync`]) |
 //! | 520 | `waiters: u32` (atomic) | processes blocked in `wait_for_change` (a hint: a commit wakes them only when it is non-zero) |
-//! | 524 | `poison_seen: u32` (atomic) | a copy of `poisoned` for snapshot readers, in this line |
+//! | 524 | reserved | zero |
 //! | 528 | `txn_commits: u64` (atomic) | transactional segments: the commits so far (their version) |
 //! | 536 | reserved | zero, up to 576 |
 //! | 576 | the description area | the key and the element's encoded layout, up to `data_offset` (see [`crate::area`]) |
@@ -49,6 +49,13 @@
 //!   notification (bytes 512..576), and the description area after the
 //!   header (the key and the layout, for tools; nothing reads it to attach).
 //!   Every other field keeps its offset.
+//! - v3 (576 bytes, the same offsets): a plain segment's sequence word
+//!   carries the poison for readers (bit 1; the commits count from bit 2),
+//!   so that a snapshot checks one word instead of two; the word at 524,
+//!   v2's separate copy of the poison flag for readers, is reserved. A v2
+//!   reader would take a poisoned v3 segment for one whose writer never
+//!   finishes, and a v2 writer would clear v3's poison bit, so the two are
+//!   incompatible.
 //!
 //! A program of this version refuses a segment of another version with
 //! [`ErrorKind::IncompatibleVersion`] (attach) and leaves it untouched (create
@@ -68,7 +75,7 @@ use crate::sys;
 /// First bytes of every typed-shm segment.
 pub(crate) const MAGIC: [u8; 8] = *b"TYPEDSHM";
 /// Format version written by this library.
-pub(crate) const VERSION: u32 = 2;
+pub(crate) const VERSION: u32 = 3;
 /// Size of the header in bytes.
 pub(crate) const HEADER_SIZE: usize = 576;
 /// Bytes available for the layout description.
@@ -119,7 +126,7 @@ pub(crate) struct Header {
     pub reserved1: [u64; 6],
     pub seq: u64,
     pub waiters: u32,
-    pub poison_seen: u32,
+    pub reserved_seq: u32,
     pub txn_commits: u64,
     pub reserved2: [u64; 5],
 }
@@ -146,7 +153,6 @@ const_assert_eq!(offset_of!(Header, holder), 432);
 const_assert_eq!(offset_of!(Header, pid_ns), 448);
 const_assert_eq!(offset_of!(Header, seq), 512);
 const_assert_eq!(offset_of!(Header, waiters), 520);
-const_assert_eq!(offset_of!(Header, poison_seen), 524);
 const_assert_eq!(offset_of!(Header, txn_commits), 528);
 // The mutex must fit its slot and be aligned by it.
 const_assert!(sys::MUTEX_SIZE <= 48);
@@ -304,8 +310,8 @@ impl InPlace {
     /// `base` must start a live, page-aligned, read-write mapping of at least
     /// [`HEADER_SIZE`] bytes of a segment header, which stays mapped for as
     /// long as the value returned (or any copy of it) is used, and whose
-    /// `state`, `holder`, `poisoned`, `seq`, `waiters`, `poison_seen` and
-    /// `txn_commits` fields every process accesses only atomically.
+    /// `state`, `holder`, `poisoned`, `seq`, `waiters` and `txn_commits`
+    /// fields every process accesses only atomically.
     pub(crate) unsafe fn new(base: *mut u8) -> Self {
         InPlace { base }
     }
@@ -355,12 +361,6 @@ impl InPlace {
     #[inline(always)]
     pub(crate) fn waiters(&self) -> &AtomicU32 {
         self.u32_at(offset_of!(Header, waiters))
-    }
-
-    /// The readers' copy of the poison flag.
-    #[inline(always)]
-    pub(crate) fn poison_seen(&self) -> &AtomicU32 {
-        self.u32_at(offset_of!(Header, poison_seen))
     }
 
     /// Transactional segments: the commit count.
@@ -789,7 +789,6 @@ mod tests {
             ("pid_ns", offset_of!(Header, pid_ns), 16),
             ("seq", offset_of!(Header, seq), 8),
             ("waiters", offset_of!(Header, waiters), 4),
-            ("poison_seen", offset_of!(Header, poison_seen), 4),
             ("txn_commits", offset_of!(Header, txn_commits), 8),
         ];
         let rows: Vec<(usize, usize, &str)> = spec

@@ -656,9 +656,8 @@ impl Segment {
     /// # Ok::<(), typed_shm::Error>(())
     /// ```
     pub fn version(&self) -> u64 {
-        self.mutex
-            .as_ref()
-            .map_or(self.header.seq >> 1, ShmMutex::version)
+        // A segment not yet published (no lock words to read) has no commits.
+        self.mutex.as_ref().map_or(0, ShmMutex::version)
     }
 
     /// Live attachments, all processes (exact: counted by the kernel's

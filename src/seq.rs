@@ -3,15 +3,25 @@
 //!
 //! The protocol (a seqlock whose writer is the lock holder):
 //!
-//! - a write guard makes the sequence word odd before its first write
-//!   (`ShmMutex::begin_write`, on the first `DerefMut`) and, when dropped,
-//!   stores the next even value with release ordering (`ShmMutex::unlock`);
-//! - a reader loads the word with acquire ordering; if it is even, it copies
-//!   the data with atomic loads, issues an acquire fence and loads the word
-//!   again: the copy is consistent if the word did not change. An odd word
-//!   means a write is in progress: the reader retries, then sleeps — unless
-//!   the lock word says its owner died, in which case the write will never
-//!   end and the reader reports the poison with the data as it stands.
+//! - the word of a plain segment is `4 × commits + 2 × poisoned + writing`
+//!   ([`COMMIT`], [`POISONED`], [`WRITING`]);
+//! - a write guard sets `WRITING` (the word becomes odd) before its first
+//!   write (`ShmMutex::begin_write`, on the first `DerefMut`) and, when
+//!   dropped, stores the next commit's value with release ordering
+//!   (`ShmMutex::unlock`), which keeps the poison bit;
+//! - a reader loads the word with acquire ordering; if neither low bit is
+//!   set, it copies the data with atomic loads, issues an acquire fence and
+//!   loads the word again: the copy is consistent and clean if the word did
+//!   not change. A poisoned word sends the reader to the slow path, which
+//!   reports the poison with the copy. An odd word means a write is in
+//!   progress: the reader retries, then sleeps — unless the lock word says
+//!   its owner died, in which case the write will never end and the reader
+//!   reports the poison with the data as it stands.
+//!
+//! Transactional segments keep a word of their own meaning (see
+//! `ShmMutex::unlock_txn`); a quick read, which is for plain segments, never
+//! sees it: a transactional handle's quick read looks at a constant word
+//! that has `WRITING` set instead, and goes its own way.
 //!
 //! # What the memory model says
 //!
@@ -39,7 +49,7 @@
 use std::sync::atomic::{AtomicU8, AtomicU16, AtomicU32, AtomicU64, Ordering, fence};
 use std::time::{Duration, Instant};
 
-use crate::sync::{ShmMutex, self_wait_panic};
+use crate::sync::{COMMIT, POISONED, ShmMutex, WRITING, self_wait_panic};
 use crate::sys::{self, Owner};
 
 /// How long one futex wait of `wait_for_change` lasts at most: a writer that
@@ -148,14 +158,6 @@ unsafe fn copy_atomic(src: *const u8, dst: *mut u8, len: usize) {
         // SAFETY: as above.
         unsafe { dst.wrapping_add(i).write(v) };
     }
-}
-
-/// A read's second look, after a copy that [`ShmMutex::first_look`]
-/// allowed and an acquire fence: whether the sequence word `seq` stayed at
-/// most `last` and the segment is not poisoned (`poison_seen` is 0).
-#[inline(always)]
-fn clean_up_to(seq: &AtomicU64, poison_seen: &AtomicU32, last: u64) -> bool {
-    seq.load(Ordering::Relaxed) <= last && poison_seen.load(Ordering::Relaxed) == 0
 }
 
 /// Loads the `T` at `src` with atomic loads of aligned words and returns it
@@ -271,8 +273,8 @@ fn back_off(round: u32, deadline: Option<Instant>) {
 }
 
 impl ShmMutex {
-    /// Commits so far: half the sequence word (an odd word is a commit in
-    /// progress, not yet counted), or, for a transactional segment, the
+    /// Commits so far: the sequence word's count (a commit in progress is
+    /// not counted yet), or, for a transactional segment, the
     /// commits its snapshots can see (its sequence word also moves when a
     /// dead writer's unfinished commit is abandoned, so it does not count).
     #[inline]
@@ -280,7 +282,7 @@ impl ShmMutex {
         if self.is_transactional() {
             self.txn_version()
         } else {
-            self.seq().load(Ordering::Acquire) >> 1
+            self.seq().load(Ordering::Acquire) / COMMIT
         }
     }
 
@@ -307,39 +309,16 @@ impl ShmMutex {
         }
     }
 
-    /// The first look of a read: where to copy from, if a copy can start now
-    /// (the data at `data`, or the committed buffer of a transactional
-    /// segment; `None` while a write is in progress), and the highest value
-    /// the sequence word may have after the copy for the copy to be all of
-    /// one commit.
-    ///
-    /// The word never goes back, so for plain data "at most the word" means
-    /// unchanged. For a transactional segment, the committed buffer is
-    /// written again only once the word reaches `committed + 3` (see
-    /// `read_txn`): at most `committed + 2`.
-    #[inline(always)]
-    fn first_look(&self, data: *const u8) -> Option<(*const u8, u64)> {
-        let before = self.seq().load(Ordering::Acquire);
-        match self.txn_buffers(before & !1) {
-            Some((committed, _)) => Some((committed.cast_const(), (before & !1) + 2)),
-            None if before & 1 == 0 => Some((data, before)),
-            None => None,
-        }
-    }
-
-    /// The words of a read's second look, [`clean_up_to`]: taken before the
-    /// copy's acquire fence, which orders memory accesses, so that the
-    /// compiler does not load the header's address from `self` again after
-    /// it.
-    #[inline(always)]
-    fn second_look_words(&self) -> (&AtomicU64, &AtomicU32) {
-        (self.seq(), self.poison_seen())
-    }
-
     /// The common case of a snapshot of a `T`, inlined into the caller: one
     /// look at the sequence word, the copy, a second look. `None` when that
-    /// was not enough (a write in progress or during the copy, poison): then
-    /// [`after_quick`](Self::after_quick) says what to do next.
+    /// was not enough for a clean copy: a write was in progress, a commit
+    /// happened during the copy, or the segment is poisoned.
+    ///
+    /// The looks are at [`quick_seq`](ShmMutex::quick_seq): the sequence
+    /// word of a plain segment, so the only test before the copy is the one
+    /// a hand-written seqlock makes, and nothing is loaded but the word and
+    /// the data. A transactional handle's quick word always says "not
+    /// now", and its read (the committed buffer) is taken on that branch.
     ///
     /// # Safety
     ///
@@ -347,15 +326,42 @@ impl ShmMutex {
     /// `size_of::<T>()` bytes, mapped while `self` lives.
     #[inline(always)]
     pub(crate) unsafe fn read_quick<T: bytemuck::Pod>(&self, src: *const u8) -> Option<T> {
-        let (seq, poison_seen) = self.second_look_words();
-        let (from, last) = self.first_look(src)?;
+        let seq = self.quick_seq();
+        let before = seq.load(Ordering::Acquire);
+        if before & (WRITING | POISONED) != 0 {
+            return if self.is_transactional() {
+                self.read_quick_txn()
+            } else {
+                None
+            };
+        }
         // SAFETY: load_atomic requires an 8-aligned source of size_of::<T>()
         // readable bytes that others access only atomically or through this
-        // library: the data or the committed buffer (page aligned, the
-        // data's length, mapped while `self` lives; this fn's contract).
+        // library: the data (page aligned, `size_of::<T>()` bytes, mapped
+        // while `self` lives; this fn's contract).
+        let value = unsafe { load_atomic::<T>(src) };
+        fence(Ordering::Acquire);
+        (seq.load(Ordering::Relaxed) == before).then_some(value)
+    }
+
+    /// [`read_quick`](Self::read_quick) of a transactional segment: a copy of
+    /// the committed buffer, `None` if commits overtook it. The buffer is
+    /// written again only once the word reaches `committed + 3` (see
+    /// [`read_txn`](Self::read_txn)), and the word never goes back.
+    #[inline(always)]
+    fn read_quick_txn<T: bytemuck::Pod>(&self) -> Option<T> {
+        let seq = self.seq();
+        let committed = seq.load(Ordering::Acquire) & !1;
+        let (from, _) = self.txn_buffers(committed)?;
+        // SAFETY: load_atomic requires an 8-aligned source of size_of::<T>()
+        // readable bytes that others access only atomically: a buffer of the
+        // segment (page aligned, `data_len` bytes, which is size_of::<T>()
+        // for the handles that call this, mapped while `self` lives:
+        // `ShmMutex::new`'s contract); writers only ever store into it
+        // atomically.
         let value = unsafe { load_atomic::<T>(from) };
         fence(Ordering::Acquire);
-        clean_up_to(seq, poison_seen, last).then_some(value)
+        (seq.load(Ordering::Relaxed) < committed + 3).then_some(value)
     }
 
     /// After a [`read_quick`](Self::read_quick) that returned `None`: waits
@@ -381,16 +387,19 @@ impl ShmMutex {
             }
             back_off(*round, deadline);
             *round = round.saturating_add(1);
+            // A transactional segment's committed buffer is never being
+            // written: a quick read there failed only because commits
+            // overtook it.
+            if self.is_transactional() {
+                return Next::Retry;
+            }
             let s = self.seq().load(Ordering::Acquire);
-            // The committer stores the poison copy before the word.
-            if self.poison_seen().load(Ordering::Relaxed) != 0 {
+            if s & POISONED != 0 {
                 return Next::Poisoned;
             }
-            // An even word: no commit in progress, read now (a wait here
-            // would let the next commit start). A transactional segment's
-            // committed buffer is never being written: a quick read there
-            // failed only because commits overtook it.
-            if s & 1 == 0 || self.is_transactional() {
+            // No commit in progress: read now (a wait here would let the
+            // next commit start).
+            if s & WRITING == 0 {
                 return Next::Retry;
             }
             if self.owner() == Owner::Died {
@@ -419,16 +428,17 @@ impl ShmMutex {
         len: usize,
         deadline: Option<Instant>,
     ) -> Read {
-        // The common case, inlined: nothing changed during the copy.
-        let (seq, poison_seen) = self.second_look_words();
-        if let Some((from, last)) = self.first_look(src) {
+        // The common case, inlined: a plain segment, not poisoned, nothing
+        // changed during the copy (see `read_quick`).
+        let seq = self.quick_seq();
+        let before = seq.load(Ordering::Acquire);
+        if before & (WRITING | POISONED) == 0 {
             // SAFETY: copy_atomic requires an 8-aligned source of `len`
-            // readable bytes (the data or the committed buffer: page aligned,
-            // `len` bytes, mapped while `self` lives) and `dst` (this fn's
-            // contract).
-            unsafe { copy_atomic(from, dst, len) };
+            // readable bytes (the data: page aligned, `len` bytes, mapped
+            // while `self` lives) and `dst` (this fn's contract).
+            unsafe { copy_atomic(src, dst, len) };
             fence(Ordering::Acquire);
-            if clean_up_to(seq, poison_seen, last) {
+            if seq.load(Ordering::Relaxed) == before {
                 return Read::Clean;
             }
         }
@@ -453,14 +463,13 @@ impl ShmMutex {
         let mut round = 0;
         loop {
             let before = self.seq().load(Ordering::Acquire);
-            if before & 1 == 0 {
+            if before & WRITING == 0 {
                 // SAFETY: forwarded from this fn's contract.
                 unsafe { copy_atomic(src, dst, len) };
                 // Keeps the data loads before the second look at the word.
                 fence(Ordering::Acquire);
                 if self.seq().load(Ordering::Relaxed) == before {
-                    // The committer stored the poison copy before the word.
-                    return if self.poison_seen().load(Ordering::Relaxed) != 0 {
+                    return if before & POISONED != 0 {
                         Read::Poisoned
                     } else {
                         Read::Clean
@@ -509,12 +518,10 @@ impl ShmMutex {
             // (which makes the word `committed + 3`) writes this one. The word
             // never goes back (an abandoned commit moves it on), so any later
             // write to this buffer shows as a word of at least that.
+            // A transactional segment is never poisoned (see
+            // `ShmMutex::after_owner_died`).
             if self.seq().load(Ordering::Relaxed) < committed + 3 {
-                return if self.poison_seen().load(Ordering::Relaxed) != 0 {
-                    Read::Poisoned
-                } else {
-                    Read::Clean
-                };
+                return Read::Clean;
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Read::TimedOut;
@@ -531,7 +538,7 @@ impl ShmMutex {
         loop {
             let seen = self.seq().load(Ordering::Acquire);
             let version = self.version();
-            let dead_writer = !self.is_transactional() && seen & 1 == 1 && self.owner() == Owner::Died;
+            let dead_writer = !self.is_transactional() && seen & WRITING != 0 && self.owner() == Owner::Died;
             if version != since || self.is_poisoned() || dead_writer {
                 return Some(version);
             }

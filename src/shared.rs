@@ -572,6 +572,17 @@ impl<T: ?Sized + ShmData, A: Access> SharedMemory<T, A> {
     /// Clears the poison, for every process: call it once the data is known
     /// to be consistent again.
     ///
+    /// The poison is cleared under the lock: called by a thread that holds
+    /// it (through a guard, as in the example), it clears at once; otherwise
+    /// it takes the lock for the moment it takes, waiting for the holder if
+    /// there is one.
+    ///
+    /// # Panics
+    ///
+    /// As [`lock`](Self::lock) does when it must take the lock: if the
+    /// handle was inherited across `fork()`, or if the OS reports a failure
+    /// of the lock itself.
+    ///
     /// # Examples
     ///
     /// ```
@@ -590,7 +601,17 @@ impl<T: ?Sized + ShmData, A: Access> SharedMemory<T, A> {
     /// # Ok::<(), typed_shm::Error>(())
     /// ```
     pub fn clear_poison(&self) {
-        self.mutex.clear_poison();
+        if self.mutex.is_transactional() || self.mutex.held_by_this_thread() {
+            // SAFETY: clear_poison_held requires that this thread holds the
+            // lock, or a transactional segment: the condition above.
+            unsafe { self.mutex.clear_poison_held() };
+            return;
+        }
+        let guard = self.lock().unwrap_or_else(PoisonError::into_inner);
+        // SAFETY: clear_poison_held requires that this thread holds the
+        // lock: through `guard`, dropped only below.
+        unsafe { self.mutex.clear_poison_held() };
+        drop(guard);
     }
 
     /// Detaches this handle, reporting errors (dropping the handle detaches

@@ -6,7 +6,8 @@
 //!
 //! Poisoning: a holder whose process died (`EOWNERDEAD`) or a write guard
 //! dropped while its thread panics sets `poisoned`; every later acquisition,
-//! in any process, reports it until `clear_poison` stores 0. The mutex itself
+//! in any process, reports it until `clear_poison` stores 0. Readers see
+//! the poison in the sequence word instead (see [`POISONED`]). The mutex itself
 //! is made consistent at once, so it never becomes `ENOTRECOVERABLE`.
 //!
 //! Threads that end holding the lock: the kernel would mark the mutex
@@ -56,6 +57,22 @@ pub(crate) fn self_wait_panic(what: &str) -> ! {
     )
 }
 
+/// The sequence word of a plain segment: a write in progress (a guard has
+/// written, or its holder died while writing). The word is odd exactly then.
+pub(crate) const WRITING: u64 = 1;
+/// The sequence word of a plain segment: the segment is poisoned (a copy of
+/// the sticky flag, for readers, so that a snapshot checks one word).
+pub(crate) const POISONED: u64 = 2;
+/// The sequence word of a plain segment: one commit. The word is
+/// `COMMIT * commits + POISONED * poisoned + WRITING * writing`.
+pub(crate) const COMMIT: u64 = 4;
+
+/// What a transactional handle's quick read looks at instead of the sequence
+/// word (see [`ShmMutex::quick_seq`]): a word that never changes and says "a
+/// write is in progress", so that a quick read, which is for plain segments,
+/// always gives way.
+static NOT_PLAIN: AtomicU64 = AtomicU64::new(WRITING);
+
 /// How an acquisition ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Outcome {
@@ -88,6 +105,10 @@ pub(crate) struct ShmMutex {
     /// transactional segment: equal to the current generation exactly when
     /// the handle [`is_plain`](Self::is_plain), in one comparison.
     plain_generation: u64,
+    /// The word a quick read looks at (see [`quick_seq`](Self::quick_seq)):
+    /// the header's sequence word, or [`NOT_PLAIN`] for a transactional
+    /// segment.
+    quick_seq: *const AtomicU64,
     /// The registration of `holder` and `flags` with the thread-end check.
     watch: Option<WatchId>,
     /// Transactional segments: the two data buffers (each `data_len` bytes);
@@ -136,6 +157,11 @@ impl ShmMutex {
                 u64::MAX
             } else {
                 fork_generation
+            },
+            quick_seq: if buffers.is_some() {
+                &NOT_PLAIN
+            } else {
+                header.seq()
             },
             watch: Some(watch),
             buffers,
@@ -197,16 +223,23 @@ impl ShmMutex {
         self.header.seq()
     }
 
+    /// The word a snapshot's quick read looks at: the sequence word of a
+    /// plain segment, or, for a transactional segment, a constant word with
+    /// [`WRITING`] set (its own word means something else). The quick read
+    /// then tests nothing but the word it copies between.
+    #[inline(always)]
+    pub(crate) fn quick_seq(&self) -> &AtomicU64 {
+        // SAFETY: dereferencing requires a pointer to a live, aligned
+        // AtomicU64: either the static NOT_PLAIN, or the header's sequence
+        // word, which stays mapped while `self` lives (`new`'s contract;
+        // `InPlace::seq` gives an aligned word accessed only atomically).
+        unsafe { &*self.quick_seq }
+    }
+
     /// Processes blocked in `wait_for_change` (a hint for committers).
     #[inline(always)]
     pub(crate) fn waiters(&self) -> &AtomicU32 {
         self.header.waiters()
-    }
-
-    /// The copy of `poisoned` in the sequence line, for readers.
-    #[inline(always)]
-    pub(crate) fn poison_seen(&self) -> &AtomicU32 {
-        self.header.poison_seen()
     }
 
     /// Transactional segments: the commits so far (their version).
@@ -215,17 +248,42 @@ impl ShmMutex {
         self.header.txn_commits()
     }
 
-    /// Sets the sticky poison flag and its copy for readers.
-    #[cold]
-    fn poison(&self) {
-        self.poisoned().store(1, Ordering::Relaxed);
-        self.poison_seen().store(1, Ordering::Relaxed);
+    /// The holder's end of a write, a poisoning, or both, in the words of a
+    /// plain segment: the sticky flag for lockers, and the sequence word for
+    /// readers. If `wrote` (the word has [`WRITING`] set), the word moves on
+    /// to the next commit ([`COMMIT`] more, `WRITING` clear, the poison bit
+    /// as it was); if `poison`, [`POISONED`] is set in it too. Returns
+    /// whether the word changed (then waiters are to be woken).
+    ///
+    /// Release: a reader that sees the new word sees every data write
+    /// before it. Only the holder stores the word (plain segments; see
+    /// [`clear_poison`](Self::clear_poison)), so a load and a store suffice.
+    #[inline(always)]
+    fn end_write(&self, wrote: bool, poison: bool) -> bool {
+        if poison {
+            self.poisoned().store(1, Ordering::Relaxed);
+        }
+        if !wrote && !poison {
+            return false;
+        }
+        let seq = self.seq();
+        let s = seq.load(Ordering::Relaxed);
+        let mut next = if wrote {
+            s.wrapping_add(COMMIT - WRITING)
+        } else {
+            s
+        };
+        if poison {
+            next |= POISONED;
+        }
+        seq.store(next, Ordering::Release);
+        true
     }
 
     /// The first acquisition after a holder's process died: poison, and if it
-    /// died in the middle of a write (the sequence word is odd), publish the
-    /// data as it stands, so that readers stop waiting for a commit that
-    /// will never come and report the poison instead.
+    /// died in the middle of a write (the sequence word is odd), count the
+    /// data as it stands as a commit, so that readers stop waiting for a
+    /// commit that will never come and report the poison instead.
     ///
     /// A transactional segment is not poisoned: its committed buffer was
     /// never written by the dead holder. If it died while publishing into
@@ -259,15 +317,13 @@ impl ShmMutex {
             }
             return;
         }
-        self.poison();
-        if s & 1 == 1 {
-            self.seq().store(s.wrapping_add(1), Ordering::Release);
-        }
+        self.end_write(s & WRITING != 0, true);
         self.wake_waiters();
     }
 
     /// Marks the start of a write through a guard (the first `DerefMut`):
-    /// the sequence word becomes odd before any byte of the data changes.
+    /// the sequence word gets its [`WRITING`] bit (becomes odd) before any
+    /// byte of the data changes.
     ///
     /// The release fence keeps the odd store before every later store
     /// (those of the data): a reader that sees a byte of the new data sees
@@ -275,7 +331,7 @@ impl ShmMutex {
     #[inline]
     pub(crate) fn begin_write(&self) {
         let s = self.seq().load(Ordering::Relaxed);
-        self.seq().store(s | 1, Ordering::Relaxed);
+        self.seq().store(s | WRITING, Ordering::Relaxed);
         std::sync::atomic::fence(Ordering::Release);
     }
 
@@ -411,10 +467,11 @@ impl ShmMutex {
         self.outcome(self.raw.lock_timeout(timeout), me)
     }
 
-    /// Releases the lock, poisoning it first if `poison`. If the guard
-    /// `wrote` (it called [`begin_write`](Self::begin_write)), this is a
-    /// commit: the sequence word becomes even again, one commit further, and
-    /// the waiters, if any, are woken after the unlock.
+    /// Releases the lock of a plain segment, poisoning it first if `poison`.
+    /// If the guard `wrote` (it called [`begin_write`](Self::begin_write)),
+    /// this is a commit: the sequence word loses its write mark and counts
+    /// one commit more (see [`end_write`](Self::end_write)), and the
+    /// waiters, if any, are woken after the unlock.
     ///
     /// # Safety
     ///
@@ -422,22 +479,13 @@ impl ShmMutex {
     /// `Outcome::Poisoned` acquisition not yet released).
     #[inline(always)]
     pub(crate) unsafe fn unlock(&self, poison: bool, wrote: bool) {
-        if poison {
-            self.poison();
-        }
-        // Addresses read once (see `outcome`).
+        let changed = self.end_write(wrote, poison);
         let (header, flags) = (self.header, &*self.flags);
-        if wrote {
-            // Release: a reader that sees this value sees every data write
-            // before it (and the poison flag's copy).
-            let s = header.seq().load(Ordering::Relaxed);
-            header.seq().store(s.wrapping_add(1), Ordering::Release);
-        }
         header.holder().store(0, Ordering::Relaxed);
         flags.set_held(false);
         // SAFETY: this thread holds the mutex (this fn's contract).
         unsafe { self.raw.unlock() };
-        if wrote || poison {
+        if changed {
             self.wake_waiters();
         }
     }
@@ -574,10 +622,29 @@ impl ShmMutex {
             || (!self.is_transactional() && self.raw.owner() == Owner::Died)
     }
 
-    /// Clears the sticky poison flag, for every process.
-    pub(crate) fn clear_poison(&self) {
+    /// Clears the poison, for every process: the sticky flag and, in a plain
+    /// segment, the sequence word's [`POISONED`] bit. The calling thread
+    /// must hold the lock: a committer stores the word with a plain load
+    /// and store, which would bring back a bit cleared meanwhile.
+    /// (Transactional segments are never poisoned; their word's bit 1 names
+    /// the committed buffer and is left alone.)
+    ///
+    /// # Safety
+    ///
+    /// The calling thread holds the lock (an acquisition not yet released,
+    /// through any handle of the segment), or the segment is transactional
+    /// (then only the sticky flag is stored, which needs no lock).
+    pub(crate) unsafe fn clear_poison_held(&self) {
         self.poisoned().store(0, Ordering::Relaxed);
-        self.poison_seen().store(0, Ordering::Relaxed);
+        if !self.is_transactional() {
+            let s = self.seq().load(Ordering::Relaxed);
+            if s & POISONED != 0 {
+                // Release, as a commit: readers that see the clean word see
+                // the repairs made under the lock before it.
+                self.seq().store(s & !POISONED, Ordering::Release);
+                self.wake_waiters();
+            }
+        }
     }
 }
 

@@ -157,10 +157,10 @@ fn plant_edited(key: &str, edit: impl FnOnce(&mut [u8])) -> Vec<u8> {
 fn a_header_from_another_format_version_is_incompatible_version() {
     let key = unique_key("version");
     let keys = Keys::new(&[&key]);
-    let bytes = plant_edited(&key, |b| b[8..12].copy_from_slice(&3u32.to_ne_bytes()));
+    let bytes = plant_edited(&key, |b| b[8..12].copy_from_slice(&4u32.to_ne_bytes()));
     let err = SharedMemory::<u64>::attach(&key).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::IncompatibleVersion);
-    assert!(err.to_string().contains("version 3"), "{err}");
+    assert!(err.to_string().contains("version 4"), "{err}");
     assert_eq!(std::fs::read(shm_path(&key)).unwrap(), bytes);
     std::fs::remove_file(shm_path(&key)).unwrap();
     keys.finish();

@@ -125,7 +125,7 @@ fn hostile_files_give_their_error_kind_and_stay_untouched() {
         ("random bytes", random(8192), Corrupted),
         ("too short", random(100), Corrupted),
         ("wrong magic", edit(&|b| b[0] ^= 0x20), Corrupted),
-        ("future version", edit(&|b| put_u32(b, 8, 3)), IncompatibleVersion),
+        ("future version", edit(&|b| put_u32(b, 8, 4)), IncompatibleVersion),
         (
             "other ABI (mutex size)",
             edit(&|b| put_u32(b, 20, 48)),

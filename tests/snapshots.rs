@@ -575,37 +575,126 @@ fn a_panic_under_a_write_guard_is_reported_by_snapshot_and_wakes_waiters() {
     keys.finish();
 }
 
-/// A segment of header format version 1 (written by an older typed-shm) is
+/// Commits on a poisoned segment keep it poisoned for snapshots (the
+/// sequence word carries the poison through them, SPEC §6). `clear_poison`
+/// by a thread that does not hold the lock waits for the holder, so that the
+/// holder's commit cannot bring the poison back: afterwards lockers and
+/// snapshots agree that the segment is clean. By the holder itself (through
+/// its guard, or another handle) it clears at once.
+#[test]
+fn poison_survives_commits_and_clear_poison_waits_for_the_holder() {
+    use std::sync::mpsc::channel;
+    let key = unique_key("snap-clear");
+    let keys = Keys::new(&[&key]);
+    let shm = SharedMemory::<Row>::create(&key, [1; 16]).expect("create");
+    let poison = || {
+        let panicked = std::thread::scope(|s| {
+            s.spawn(|| {
+                let _g = shm.lock().unwrap_or_else(typed_shm::PoisonError::into_inner);
+                panic!("poisoning on purpose");
+            })
+            .join()
+        });
+        assert!(panicked.is_err());
+        assert!(shm.is_poisoned());
+    };
+    poison();
+    {
+        let mut g = shm.lock().unwrap_err().into_inner();
+        g[0] = 3;
+    }
+    assert_eq!(shm.version(), 1);
+    match shm.snapshot() {
+        Err(p) => assert_eq!(p.into_inner()[0], 3),
+        Ok(_) => panic!("a commit made the poisoned segment look clean to snapshots"),
+    }
+
+    // clear_poison while another thread holds the lock, in the middle of a
+    // write.
+    let (writing_tx, writing_rx) = channel();
+    let (cleared_tx, cleared_rx) = channel();
+    let shm_ref = &shm;
+    let early = std::thread::scope(|s| {
+        let holder = s.spawn(move || {
+            let shm = shm_ref;
+            let mut g = shm.lock().unwrap_err().into_inner();
+            g[0] = 4;
+            writing_tx.send(()).unwrap();
+            // A clear_poison that did not wait for the lock would end here,
+            // before this commit, which would then set the poison again.
+            let early = cleared_rx.recv_timeout(Duration::from_millis(200)).is_ok();
+            g[1] = 4;
+            early
+        });
+        writing_rx.recv_timeout(LINE).expect("the holder writes");
+        s.spawn(move || {
+            shm_ref.clear_poison();
+            // The holder stopped listening once it committed.
+            let _ = cleared_tx.send(());
+        });
+        holder.join().unwrap()
+    });
+    assert!(!early, "clear_poison returned while another thread held the lock");
+    assert!(!shm.is_poisoned());
+    assert_eq!(shm.snapshot().expect("clean for snapshots too")[..2], [4, 4]);
+    assert_eq!(shm.version(), 2);
+    assert!(shm.lock().is_ok(), "clean for lockers");
+
+    // By the holder: at once, whichever handle it calls through. On threads
+    // of their own, so that a clear_poison that waits for its own thread's
+    // lock fails the test instead of hanging it.
+    for other_handle in [false, true] {
+        poison();
+        let key = key.clone();
+        common::within(LINE, "clear_poison by the holder", move || {
+            let a = SharedMemory::<Row>::attach(&key).expect("attach");
+            let b = SharedMemory::<Row>::attach(&key).expect("attach");
+            let mut g = a.lock().unwrap_err().into_inner();
+            g[2] = 5;
+            if other_handle { &b } else { &a }.clear_poison();
+            drop(g);
+        });
+        assert!(!shm.is_poisoned());
+        assert_eq!(shm.snapshot().expect("clean")[2], 5);
+    }
+    drop(shm);
+    keys.finish();
+}
+
+/// A segment of an older header format (version 1, or version 2, whose
+/// sequence word had another meaning), written by an older typed-shm, is
 /// `IncompatibleVersion` for `attach`, with a message that names both
 /// versions, and is left untouched by `create` and `open_or_create`.
 #[test]
-fn a_version_1_segment_is_incompatible_and_left_untouched() {
+fn older_format_segments_are_incompatible_and_left_untouched() {
     use std::os::unix::fs::FileExt;
-    let key = unique_key("snap-v1");
-    let keys = Keys::new(&[&key]);
-    let shm = SharedMemory::<Row>::create(&key, [1; 16]).expect("create");
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(common::shm_path(&key))
-        .unwrap();
-    // version = 1, header_size = 512 (offsets 8 and 12).
-    file.write_all_at(&1u32.to_ne_bytes(), 8).unwrap();
-    file.write_all_at(&512u32.to_ne_bytes(), 12).unwrap();
-    let before = std::fs::read(common::shm_path(&key)).unwrap();
-    let err = SharedMemory::<Row>::attach(&key).unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::IncompatibleVersion, "{err}");
-    assert!(err.to_string().contains("version 1"), "{err}");
-    assert!(err.to_string().contains("version 2"), "{err}");
-    let err = SharedMemory::<Row>::create(&key, [0; 16]).unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::AlreadyExists, "{err}");
-    let err = SharedMemory::<Row>::open_or_create(&key, || [0; 16]).unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::IncompatibleVersion, "{err}");
-    assert_eq!(
-        std::fs::read(common::shm_path(&key)).unwrap(),
-        before,
-        "the file changed"
-    );
-    drop(shm);
-    keys.finish();
+    for (version, header_size) in [(1u32, 512u32), (2, 576)] {
+        let key = unique_key(&format!("snap-v{version}"));
+        let keys = Keys::new(&[&key]);
+        let shm = SharedMemory::<Row>::create(&key, [1; 16]).expect("create");
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(common::shm_path(&key))
+            .unwrap();
+        // version and header_size (offsets 8 and 12).
+        file.write_all_at(&version.to_ne_bytes(), 8).unwrap();
+        file.write_all_at(&header_size.to_ne_bytes(), 12).unwrap();
+        let before = std::fs::read(common::shm_path(&key)).unwrap();
+        let err = SharedMemory::<Row>::attach(&key).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::IncompatibleVersion, "{err}");
+        assert!(err.to_string().contains(&format!("version {version}")), "{err}");
+        assert!(err.to_string().contains("version 3"), "{err}");
+        let err = SharedMemory::<Row>::create(&key, [0; 16]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::AlreadyExists, "{err}");
+        let err = SharedMemory::<Row>::open_or_create(&key, || [0; 16]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::IncompatibleVersion, "{err}");
+        assert_eq!(
+            std::fs::read(common::shm_path(&key)).unwrap(),
+            before,
+            "version {version}: the file changed"
+        );
+        drop(shm);
+        keys.finish();
+    }
 }

@@ -19,7 +19,7 @@ from ._errors import Error, PoisonedError
 SHM_DIR = "/dev/shm"
 HEADER_SIZE = 576
 MAGIC = b"TYPEDSHM"
-VERSION = 2
+VERSION = 3
 STATE_INIT = 0
 STATE_READY = 0x52454459
 STATE_DESTROYED = 0x44454144
@@ -37,8 +37,17 @@ OFF_HOLDER = 432
 OFF_POISONED = 440
 OFF_SEQ = 512
 OFF_WAITERS = 520
-OFF_POISON_SEEN = 524
+# 524: reserved, zero (format 2's copy of `poisoned` for readers; readers
+# now take the poison from the sequence word). Never read or written.
 OFF_TXN_COMMITS = 528
+
+# The sequence word of a plain segment (section 6) is
+# COMMIT * commits + POISONED * poisoned + WRITING * writing. A
+# transactional segment's word means something else (section 8: bit 1 names
+# the committed buffer): never apply these to it.
+SEQ_WRITING = 1
+SEQ_POISONED = 2
+SEQ_COMMIT = 4
 
 WAIT_SLICE = 0.020
 MAX_NAP = 0.001
@@ -111,7 +120,6 @@ class _Mapped:
         self.poisoned = ctypes.c_uint32.from_address(b + OFF_POISONED)
         self.seq = ctypes.c_uint64.from_address(b + OFF_SEQ)
         self.waiters = ctypes.c_uint32.from_address(b + OFF_WAITERS)
-        self.poison_seen = ctypes.c_uint32.from_address(b + OFF_POISON_SEEN)
         self.txn_commits = ctypes.c_uint64.from_address(b + OFF_TXN_COMMITS)
 
     def release(self):
@@ -144,7 +152,7 @@ class _Mapped:
 
     def _close(self):
         self.closed = True
-        for name in ("state", "lockword", "holder", "poisoned", "seq", "waiters", "poison_seen", "txn_commits"):
+        for name in ("state", "lockword", "holder", "poisoned", "seq", "waiters", "txn_commits"):
             setattr(self, name, None)
         self._arr = None
         try:
@@ -502,7 +510,7 @@ class Handle:
     def version(self):
         """Commits so far, in every process."""
         m = self._live()
-        return _txn_version(m) if self._txn else m.seq.value >> 1
+        return _txn_version(m) if self._txn else m.seq.value // SEQ_COMMIT
 
     @property
     def is_poisoned(self):
@@ -510,9 +518,25 @@ class Handle:
         return m.poisoned.value != 0 or (not self._txn and m.lockword.value & _sys.FUTEX_OWNER_DIED != 0)
 
     def clear_poison(self):
+        """Clears the poison, for every process: call it once the data is
+        repaired. It is cleared under the lock (a committer stores the
+        sequence word with a plain load and store, which would bring back a
+        poison bit cleared meanwhile): called by the thread that holds the
+        lock, it clears at once; otherwise it takes the lock just for the
+        clearing, waiting for its holder, if any (a poisoned lock counts as
+        taken), and releases it without a commit. A transactional segment
+        is never poisoned: its flag is cleared without the lock."""
         m = self._live()
-        m.poisoned.value = 0
-        m.poison_seen.value = 0
+        if self._txn or m.holder.value == _token():
+            _clear_poison_held(m, self._txn)
+            return
+        lock = _Lock(self, None, True)
+        lock.__enter__()
+        try:
+            _clear_poison_held(m, self._txn)
+        finally:
+            # Nothing was written through the lock's view: no commit.
+            lock.__exit__(None, None, None)
 
     def _decode(self, data):
         if self._info["slice"]:
@@ -585,14 +609,16 @@ class Handle:
                 src = data_addr + (self._info["stride"] if (committed >> 1) & 1 else 0)
                 data = ctypes.string_at(src, n)
                 if seq.value < committed + 3:
-                    return data, _txn_version(m), m.poison_seen.value != 0
-            elif before & 1 == 0:
+                    # A transactional segment is never poisoned (section 8).
+                    return data, _txn_version(m), False
+            elif before & SEQ_WRITING == 0:
                 data = ctypes.string_at(data_addr, n)
                 if seq.value == before:
-                    return data, before >> 1, m.poison_seen.value != 0
+                    # The word that framed the copy says whether it is poisoned.
+                    return data, before // SEQ_COMMIT, before & SEQ_POISONED != 0
             elif m.lockword.value & _sys.FUTEX_OWNER_DIED:
                 # The writer died mid-write: the data as it stands.
-                return ctypes.string_at(data_addr, n), before >> 1, True
+                return ctypes.string_at(data_addr, n), before // SEQ_COMMIT, True
             elif m.holder.value == _token():
                 # The write in progress is this thread's own.
                 raise _waits_on_itself(self._key, "a snapshot")
@@ -613,8 +639,8 @@ class Handle:
         waiters = m.base + OFF_WAITERS
         while True:
             seen = m.seq.value
-            version = _txn_version(m) if self._txn else seen >> 1
-            dead_writer = not self._txn and seen & 1 and m.lockword.value & _sys.FUTEX_OWNER_DIED
+            version = _txn_version(m) if self._txn else seen // SEQ_COMMIT
+            dead_writer = not self._txn and seen & SEQ_WRITING and m.lockword.value & _sys.FUTEX_OWNER_DIED
             if version != since or self.is_poisoned or dead_writer:
                 return version
             if m.holder.value == _token():
@@ -671,6 +697,41 @@ class Handle:
         return False
 
 
+def _end_write(m, wrote, poison):
+    """The holder's end of a write, a poisoning, or both, in the words of a
+    plain segment (sections 4 and 6): the sticky flag for lockers, and the
+    sequence word for readers. If ``wrote`` (the word has the write bit), the
+    word moves on to the next commit (+3: the write bit clear, one commit
+    more, the poison bit as it was); if ``poison``, the poison bit is set in
+    it too. Only the holder stores the word of a plain segment, so a load and
+    a store suffice. Returns whether the word changed (then waiters are to be
+    woken)."""
+    if poison:
+        m.poisoned.value = 1
+    if not wrote and not poison:
+        return False
+    s = m.seq.value
+    nxt = s + (SEQ_COMMIT - SEQ_WRITING) if wrote else s
+    if poison:
+        nxt |= SEQ_POISONED
+    m.seq.value = nxt
+    return True
+
+
+def _clear_poison_held(m, txn):
+    """Clears the poison: the sticky flag and, in a plain segment, the
+    sequence word's poison bit. The calling thread holds the lock, or the
+    segment is transactional (never poisoned: its word, whose bit 1 names
+    the committed buffer, is left alone)."""
+    m.poisoned.value = 0
+    if txn:
+        return
+    s = m.seq.value
+    if s & SEQ_POISONED:
+        m.seq.value = s & ~SEQ_POISONED
+        _Lock._wake(m)
+
+
 class _Lock:
     def __init__(self, handle, timeout, ignore_poison):
         self._h, self._timeout, self._ignore = handle, timeout, ignore_poison
@@ -707,10 +768,9 @@ class _Lock:
                     else:
                         m.seq.value = s + 3
             else:
-                m.poisoned.value = 1
-                m.poison_seen.value = 1
-                if s & 1:
-                    m.seq.value = s + 1
+                # Poison; a write the dead holder left unfinished (an odd
+                # word) is counted with the data as it stands.
+                _end_write(m, wrote=s & SEQ_WRITING != 0, poison=True)
                 self._wake(m)
                 poisoned = True
         elif m.poisoned.value != 0:
@@ -730,7 +790,7 @@ class _Lock:
 
             def begin_write():
                 s = m.seq.value
-                m.seq.value = s | 1
+                m.seq.value = s | SEQ_WRITING
 
             session = _views._Session(m.mm, h._data_offset, not h._read_only, begin_write, h._key)
         self._session = session
@@ -766,15 +826,11 @@ class _Lock:
         self._wake(m)
 
     def _release(self, m, wrote, poison):
-        if poison:
-            m.poisoned.value = 1
-            m.poison_seen.value = 1
-        if wrote:
-            m.seq.value = m.seq.value + 1
+        changed = _end_write(m, wrote, poison)
         m.holder.value = 0
         m.held -= 1
         _sys.mutex_unlock(m.base + OFF_MUTEX)
-        if wrote or poison:
+        if changed:
             self._wake(m)
 
     @staticmethod

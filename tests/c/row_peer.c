@@ -135,7 +135,7 @@ static int poisoned(tshm_segment *seg) {
     for (int i = 0; i < WORDS; i++) {
         d[i] = 5;
     }
-    tshm_clear_poison(seg);
+    check(tshm_clear_poison(seg) == TSHM_OK, "clear_poison");
     check(tshm_unlock(seg, 1) == TSHM_OK, "unlock");
     int again = tshm_lock(seg, 5000);
     tshm_unlock(seg, 0);
