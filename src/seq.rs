@@ -329,6 +329,9 @@ impl ShmMutex {
         let seq = self.quick_seq();
         let before = seq.load(Ordering::Acquire);
         if before & (WRITING | POISONED) != 0 {
+            // Laid out away from the copy: a plain segment's snapshot then
+            // runs straight through, as a hand-written seqlock's does.
+            std::hint::cold_path();
             return if self.is_transactional() {
                 self.read_quick_txn()
             } else {
