@@ -257,6 +257,14 @@ pub(crate) unsafe fn copy_atomic_store(src: *const u8, dst: *mut u8, len: usize)
     }
 }
 
+/// Marks the path that calls it as unlikely, so that the compiler lays the
+/// other one out straight (what `std::hint::cold_path` does from Rust 1.95,
+/// newer than this crate's minimum): a call to an empty function that is
+/// never inlined, paid only on the unlikely path.
+#[cold]
+#[inline(never)]
+fn cold_path() {}
+
 /// Waits a little before the next look at a write in progress: spins
 /// first, then yields, then sleeps up to [`MAX_NAP`] (never past
 /// `deadline`).
@@ -331,7 +339,7 @@ impl ShmMutex {
         if before & (WRITING | POISONED) != 0 {
             // Laid out away from the copy: a plain segment's snapshot then
             // runs straight through, as a hand-written seqlock's does.
-            std::hint::cold_path();
+            cold_path();
             return if self.is_transactional() {
                 self.read_quick_txn()
             } else {
