@@ -601,16 +601,14 @@ impl<T: ?Sized + ShmData, A: Access> SharedMemory<T, A> {
     /// # Ok::<(), typed_shm::Error>(())
     /// ```
     pub fn clear_poison(&self) {
+        // clear_poison_held is for a holder of the lock, or a transactional
+        // segment: the condition here, or through `guard` below.
         if self.mutex.is_transactional() || self.mutex.held_by_this_thread() {
-            // SAFETY: clear_poison_held requires that this thread holds the
-            // lock, or a transactional segment: the condition above.
-            unsafe { self.mutex.clear_poison_held() };
+            self.mutex.clear_poison_held();
             return;
         }
         let guard = self.lock().unwrap_or_else(PoisonError::into_inner);
-        // SAFETY: clear_poison_held requires that this thread holds the
-        // lock: through `guard`, dropped only below.
-        unsafe { self.mutex.clear_poison_held() };
+        self.mutex.clear_poison_held();
         drop(guard);
     }
 

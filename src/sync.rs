@@ -257,7 +257,8 @@ impl ShmMutex {
     ///
     /// Release: a reader that sees the new word sees every data write
     /// before it. Only the holder stores the word (plain segments; see
-    /// [`clear_poison`](Self::clear_poison)), so a load and a store suffice.
+    /// [`clear_poison_held`](Self::clear_poison_held)), so a load and a store
+    /// suffice.
     #[inline(always)]
     fn end_write(&self, wrote: bool, poison: bool) -> bool {
         if poison {
@@ -623,18 +624,18 @@ impl ShmMutex {
     }
 
     /// Clears the poison, for every process: the sticky flag and, in a plain
-    /// segment, the sequence word's [`POISONED`] bit. The calling thread
-    /// must hold the lock: a committer stores the word with a plain load
-    /// and store, which would bring back a bit cleared meanwhile.
-    /// (Transactional segments are never poisoned; their word's bit 1 names
-    /// the committed buffer and is left alone.)
+    /// segment, the sequence word's [`POISONED`] bit.
     ///
-    /// # Safety
-    ///
-    /// The calling thread holds the lock (an acquisition not yet released,
-    /// through any handle of the segment), or the segment is transactional
-    /// (then only the sticky flag is stored, which needs no lock).
-    pub(crate) unsafe fn clear_poison_held(&self) {
+    /// For callers that hold the lock (an acquisition not yet released,
+    /// through any handle of the segment), or of a transactional segment
+    /// (then only the sticky flag is stored, which needs no lock): a
+    /// committer stores the word with a plain load and store, which would
+    /// bring back a bit cleared meanwhile. Not a matter of memory safety
+    /// (every access is atomic), but of a poison that would stay for readers
+    /// after lockers saw it cleared. (Transactional segments are never
+    /// poisoned; their word's bit 1 names the committed buffer and is left
+    /// alone.)
+    pub(crate) fn clear_poison_held(&self) {
         self.poisoned().store(0, Ordering::Relaxed);
         if !self.is_transactional() {
             let s = self.seq().load(Ordering::Relaxed);
