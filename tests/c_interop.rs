@@ -346,6 +346,47 @@ fn holders_killed_in_either_language_poison_the_other() {
     keys.finish();
 }
 
+/// C's `tshm_clear_poison`, called while a Rust thread holds the lock in the
+/// middle of a write to a poisoned segment, waits for that holder (SPEC §4:
+/// only a holder clears), so that the holder's commit cannot bring the
+/// poison bit of the sequence word back: afterwards, lockers and snapshots
+/// in both languages agree that the segment is clean.
+#[test]
+fn c_clear_poison_waits_for_the_rust_holder() {
+    let key = unique_key("c-clear");
+    let keys = Keys::new(&[&key]);
+    let shm = SharedMemory::<Row>::create(&key, [1; 16]).unwrap();
+    let panicked = std::thread::scope(|s| {
+        s.spawn(|| {
+            let _g = shm.lock().unwrap();
+            panic!("poisoning on purpose");
+        })
+        .join()
+    });
+    assert!(panicked.is_err() && shm.is_poisoned());
+    let mut c = CProc::spawn("row_peer", &[&key, &hex(Row::FINGERPRINT), "clear"]);
+    c.expect("attached");
+    let mut g = shm.lock().unwrap_err().into_inner();
+    *g = [5; 16];
+    c.send("clear");
+    c.expect("clearing");
+    // A clear that did not wait for the lock returns within microseconds.
+    let early = c.lines.recv_timeout(Duration::from_millis(300));
+    assert!(
+        early.is_err(),
+        "C's tshm_clear_poison returned while Rust held the lock: {early:?}"
+    );
+    drop(g);
+    c.expect("cleared OK");
+    c.expect("then is_poisoned 0 snapshot OK 5");
+    c.wait_success();
+    assert!(!shm.is_poisoned());
+    assert_eq!(shm.snapshot().expect("clean for snapshots"), [5; 16]);
+    assert!(shm.lock().is_ok(), "clean for lockers");
+    drop(shm);
+    keys.finish();
+}
+
 /// A transactional segment: C commits through `tshm_commit_txn` while a
 /// Rust thread snapshots (every copy whole, never going back); while Rust
 /// holds a write guard with uncommitted changes, C snapshots at once (with

@@ -451,6 +451,46 @@ fn python_sees_the_poison_of_a_killed_rust_holder() {
     keys.finish();
 }
 
+/// Python's `clear_poison`, called while a Rust thread holds the lock in the
+/// middle of a write to a poisoned segment, waits for that holder (SPEC §4:
+/// only a holder clears), so that the holder's commit cannot bring the
+/// poison bit of the sequence word back: afterwards, lockers and snapshots
+/// in both languages agree that the segment is clean.
+#[test]
+fn python_clear_poison_waits_for_the_rust_holder() {
+    let key = unique_key("py-clear");
+    let keys = Keys::new(&[&key]);
+    let shm = SharedMemory::<Sample>::create(&key, sample()).unwrap();
+    let panicked = std::thread::scope(|s| {
+        s.spawn(|| {
+            let _g = shm.lock().unwrap();
+            panic!("poisoning on purpose");
+        })
+        .join()
+    });
+    assert!(panicked.is_err() && shm.is_poisoned());
+    let mut py = Py::spawn(&["clear", &key]);
+    py.expect("attached");
+    let mut g = shm.lock().unwrap_err().into_inner();
+    g.seq = 5;
+    py.send("clear");
+    py.expect("clearing");
+    // A clear that did not wait for the lock returns within milliseconds.
+    let early = py.lines.recv_timeout(Duration::from_millis(300));
+    assert!(
+        early.is_err(),
+        "Python's clear_poison returned while Rust held the lock: {early:?}"
+    );
+    drop(g);
+    py.expect("cleared");
+    py.wait_success();
+    assert!(!shm.is_poisoned());
+    assert_eq!(shm.snapshot().expect("clean for snapshots").seq, 5);
+    assert!(shm.lock().is_ok(), "clean for lockers");
+    drop(shm);
+    keys.finish();
+}
+
 #[test]
 fn rust_sees_the_poison_of_a_killed_python_holder() {
     let key = unique_key("py-dies");

@@ -196,6 +196,20 @@ def cmd_poisoned(key):
         say("ok", h.version)
 
 
+def cmd_clear(key):
+    """At the cue, clear the poison while Rust holds the lock: says
+    "clearing" just before the call and "cleared" once it returned."""
+    with typed_shm.attach(key) as h:
+        say("attached")
+        check(hear() == "clear", "cue")
+        check(h.is_poisoned, "poisoned before the clear")
+        say("clearing")
+        h.clear_poison()
+        say("cleared")
+        check(not h.is_poisoned, "cleared for lockers")
+        check(h.snapshot()["seq"] == 5, "clean for snapshots, with the holder's commit")
+
+
 def cmd_hold(key):
     """Lock, write, and wait to be killed."""
     h = typed_shm.attach(key)

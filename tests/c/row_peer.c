@@ -7,7 +7,9 @@
  * held        transactional: snapshots while the Rust side holds a write guard
  * hold        locks, half-writes a row, and waits to be killed
  * txn-hold    transactional: locks, and waits to be killed
- * poisoned    after a holder was killed: reports what it sees, recovers */
+ * poisoned    after a holder was killed: reports what it sees, recovers
+ * clear       at the cue, clears the poison while the Rust side holds the
+ *             lock: says "clearing" just before, "cleared ..." after */
 #include "peer.h"
 
 #define WORDS 16
@@ -184,6 +186,18 @@ static int txn_repair(tshm_segment *seg) {
     return 0;
 }
 
+static int clear(tshm_segment *seg) {
+    say("attached");
+    hear("clear");
+    say("clearing");
+    int rc = tshm_clear_poison(seg);
+    say("cleared %s", rc_name(rc));
+    row r;
+    int snap = tshm_snapshot(seg, r, 1000);
+    say("then is_poisoned %d snapshot %s %" PRIu64, tshm_is_poisoned(seg), rc_name(snap), r[0]);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     check(argc >= 4, "usage: row_peer KEY FINGERPRINT MODE [ARG]");
     tshm_expect want = TSHM_EXPECT(row, arg_u64(argv[2]));
@@ -211,6 +225,8 @@ int main(int argc, char **argv) {
         rc = self_wait(&seg);
     } else if (strcmp(mode, "txn-repair") == 0) {
         rc = txn_repair(&seg);
+    } else if (strcmp(mode, "clear") == 0) {
+        rc = clear(&seg);
     } else {
         check(0, "a known mode");
     }
