@@ -356,14 +356,7 @@ fn c_clear_poison_waits_for_the_rust_holder() {
     let key = unique_key("c-clear");
     let keys = Keys::new(&[&key]);
     let shm = SharedMemory::<Row>::create(&key, [1; 16]).unwrap();
-    let panicked = std::thread::scope(|s| {
-        s.spawn(|| {
-            let _g = shm.lock().unwrap();
-            panic!("poisoning on purpose");
-        })
-        .join()
-    });
-    assert!(panicked.is_err() && shm.is_poisoned());
+    common::poison_by_panic(&shm);
     let mut c = CProc::spawn("row_peer", &[&key, &hex(Row::FINGERPRINT), "clear"]);
     c.expect("attached");
     let mut g = shm.lock().unwrap_err().into_inner();

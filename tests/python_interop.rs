@@ -461,14 +461,7 @@ fn python_clear_poison_waits_for_the_rust_holder() {
     let key = unique_key("py-clear");
     let keys = Keys::new(&[&key]);
     let shm = SharedMemory::<Sample>::create(&key, sample()).unwrap();
-    let panicked = std::thread::scope(|s| {
-        s.spawn(|| {
-            let _g = shm.lock().unwrap();
-            panic!("poisoning on purpose");
-        })
-        .join()
-    });
-    assert!(panicked.is_err() && shm.is_poisoned());
+    common::poison_by_panic(&shm);
     let mut py = Py::spawn(&["clear", &key]);
     py.expect("attached");
     let mut g = shm.lock().unwrap_err().into_inner();

@@ -587,18 +587,7 @@ fn poison_survives_commits_and_clear_poison_waits_for_the_holder() {
     let key = unique_key("snap-clear");
     let keys = Keys::new(&[&key]);
     let shm = SharedMemory::<Row>::create(&key, [1; 16]).expect("create");
-    let poison = || {
-        let panicked = std::thread::scope(|s| {
-            s.spawn(|| {
-                let _g = shm.lock().unwrap_or_else(typed_shm::PoisonError::into_inner);
-                panic!("poisoning on purpose");
-            })
-            .join()
-        });
-        assert!(panicked.is_err());
-        assert!(shm.is_poisoned());
-    };
-    poison();
+    common::poison_by_panic(&shm);
     {
         let mut g = shm.lock().unwrap_err().into_inner();
         g[0] = 3;
@@ -644,7 +633,7 @@ fn poison_survives_commits_and_clear_poison_waits_for_the_holder() {
     // of their own, so that a clear_poison that waits for its own thread's
     // lock fails the test instead of hanging it.
     for other_handle in [false, true] {
-        poison();
+        common::poison_by_panic(&shm);
         let key = key.clone();
         common::within(LINE, "clear_poison by the holder", move || {
             let a = SharedMemory::<Row>::attach(&key).expect("attach");

@@ -709,3 +709,17 @@ pub fn quiet_panics_containing(expected: &'static str) {
         }
     }));
 }
+
+/// Poisons the lock of `shm` the way a program does by accident: a thread
+/// panics while it holds a write guard. Checks that it is poisoned then.
+pub fn poison_by_panic<T: typed_shm::ShmSafe + Send + Sync>(shm: &typed_shm::SharedMemory<T>) {
+    let panicked = std::thread::scope(|s| {
+        s.spawn(|| {
+            let _g = shm.lock().unwrap_or_else(typed_shm::PoisonError::into_inner);
+            panic!("poisoning on purpose");
+        })
+        .join()
+    });
+    assert!(panicked.is_err(), "the holder's thread panicked");
+    assert!(shm.is_poisoned(), "a panic under a write guard poisons");
+}
