@@ -351,14 +351,26 @@ pub fn role() -> Option<(String, String)> {
     // the child lowers a limit (RLIMIT_AS in the resource tests) fails to
     // set itself up and aborts the child.
     let (started, running) = channel();
+    let lifetime = child_lifetime();
     std::thread::spawn(move || {
         let _ = started.send(());
-        std::thread::sleep(Duration::from_secs(60));
-        eprintln!("child watchdog: exiting after 60 s");
+        std::thread::sleep(lifetime);
+        eprintln!("child watchdog: exiting after {lifetime:?}");
         std::process::exit(3);
     });
     running.recv().expect("the watchdog thread starts");
     Some((role, key))
+}
+
+/// How long a child may live: a minute, plus the length of a long run
+/// asked for through the environment (the kill storm's `TSHM_STORM_SECS`,
+/// the snapshot tests' `TSHM_SNAPSHOT_MS`), which children inherit: a
+/// steady worker of a 90-second storm must not be ended by its watchdog.
+fn child_lifetime() -> Duration {
+    let var = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
+    let storm = var("TSHM_STORM_SECS").map_or(Duration::ZERO, Duration::from_secs);
+    let snapshots = var("TSHM_SNAPSHOT_MS").map_or(Duration::ZERO, Duration::from_millis);
+    Duration::from_secs(60) + storm + snapshots
 }
 
 /// In a child: tells the parent `line`.
