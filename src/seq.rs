@@ -317,38 +317,16 @@ impl ShmMutex {
         }
     }
 
-    /// One seqlock read of a plain segment, the common case of every read:
-    /// a look at [`quick_seq`](ShmMutex::quick_seq), `copy`, an acquire
-    /// fence, a second look; what `copy` returned if the word did not
-    /// change. `None` without copying if the word says that a write is in
-    /// progress or that the segment is poisoned (a transactional handle's
-    /// quick word always says so), `None` after the copy if a commit
-    /// happened meanwhile.
-    ///
-    /// The looks are at the sequence word of a plain segment, so the only
-    /// test before the copy is the one a hand-written seqlock makes, and
-    /// nothing is loaded but the word and the data. Inlined, so that a
-    /// value `copy` returns can stay in registers.
-    #[inline(always)]
-    fn quick_copy<R>(&self, copy: impl FnOnce() -> R) -> Option<R> {
-        let seq = self.quick_seq();
-        let before = seq.load(Ordering::Acquire);
-        if before & (WRITING | POISONED) != 0 {
-            // Laid out away from the copy: a plain segment's read then runs
-            // straight through, as a hand-written seqlock's does.
-            cold_path();
-            return None;
-        }
-        let copied = copy();
-        fence(Ordering::Acquire);
-        (seq.load(Ordering::Relaxed) == before).then_some(copied)
-    }
-
-    /// The common case of a snapshot of a `T`, inlined into the caller:
-    /// [`quick_copy`](Self::quick_copy) of the data, or, for a transactional
-    /// segment, [`read_quick_txn`](Self::read_quick_txn). `None` when that
+    /// The common case of a snapshot of a `T`, inlined into the caller: one
+    /// look at the sequence word, the copy, a second look. `None` when that
     /// was not enough for a clean copy: a write was in progress, a commit
     /// happened during the copy, or the segment is poisoned.
+    ///
+    /// The looks are at [`quick_seq`](ShmMutex::quick_seq): the sequence
+    /// word of a plain segment, so the only test before the copy is the one
+    /// a hand-written seqlock makes, and nothing is loaded but the word and
+    /// the data. A transactional handle's quick word always says "not
+    /// now", and its read (the committed buffer) is taken on that branch.
     ///
     /// # Safety
     ///
@@ -356,19 +334,25 @@ impl ShmMutex {
     /// `size_of::<T>()` bytes, mapped while `self` lives.
     #[inline(always)]
     pub(crate) unsafe fn read_quick<T: bytemuck::Pod>(&self, src: *const u8) -> Option<T> {
-        let load = || {
-            // SAFETY: load_atomic requires an 8-aligned source of
-            // size_of::<T>() readable bytes that others access only
-            // atomically or through this library: the data (page aligned,
-            // `size_of::<T>()` bytes, mapped while `self` lives; this fn's
-            // contract).
-            unsafe { load_atomic::<T>(src) }
-        };
-        let quick = self.quick_copy(load);
-        if quick.is_some() || !self.is_transactional() {
-            return quick;
+        let seq = self.quick_seq();
+        let before = seq.load(Ordering::Acquire);
+        if before & (WRITING | POISONED) != 0 {
+            // Laid out away from the copy: a plain segment's snapshot then
+            // runs straight through, as a hand-written seqlock's does.
+            cold_path();
+            return if self.is_transactional() {
+                self.read_quick_txn()
+            } else {
+                None
+            };
         }
-        self.read_quick_txn()
+        // SAFETY: load_atomic requires an 8-aligned source of size_of::<T>()
+        // readable bytes that others access only atomically or through this
+        // library: the data (page aligned, `size_of::<T>()` bytes, mapped
+        // while `self` lives; this fn's contract).
+        let value = unsafe { load_atomic::<T>(src) };
+        fence(Ordering::Acquire);
+        (seq.load(Ordering::Relaxed) == before).then_some(value)
     }
 
     /// [`read_quick`](Self::read_quick) of a transactional segment: a copy of
@@ -456,15 +440,18 @@ impl ShmMutex {
         deadline: Option<Instant>,
     ) -> Read {
         // The common case, inlined: a plain segment, not poisoned, nothing
-        // changed during the copy.
-        let copy = || {
+        // changed during the copy (see `read_quick`).
+        let seq = self.quick_seq();
+        let before = seq.load(Ordering::Acquire);
+        if before & (WRITING | POISONED) == 0 {
             // SAFETY: copy_atomic requires an 8-aligned source of `len`
             // readable bytes (the data: page aligned, `len` bytes, mapped
             // while `self` lives) and `dst` (this fn's contract).
-            unsafe { copy_atomic(src, dst, len) }
-        };
-        if self.quick_copy(copy).is_some() {
-            return Read::Clean;
+            unsafe { copy_atomic(src, dst, len) };
+            fence(Ordering::Acquire);
+            if seq.load(Ordering::Relaxed) == before {
+                return Read::Clean;
+            }
         }
         // SAFETY: forwarded from this fn's contract.
         unsafe { self.read_slow(src, dst, len, deadline) }
