@@ -468,11 +468,14 @@ impl ShmMutex {
         self.outcome(self.raw.lock_timeout(timeout), me)
     }
 
-    /// Releases the lock of a plain segment, poisoning it first if `poison`.
-    /// If the guard `wrote` (it called [`begin_write`](Self::begin_write)),
-    /// this is a commit: the sequence word loses its write mark and counts
-    /// one commit more (see [`end_write`](Self::end_write)), and the
-    /// waiters, if any, are woken after the unlock.
+    /// Releases the lock, poisoning it first if `poison`. If the guard
+    /// `wrote` (it called [`begin_write`](Self::begin_write)), this is a
+    /// commit: the sequence word loses its write mark and counts one commit
+    /// more (see [`end_write`](Self::end_write)), and the waiters, if any,
+    /// are woken after the unlock. Both are for plain segments: a
+    /// transactional one comes here only from a guard that cannot write
+    /// (neither flag set, so its words stay as they are); its commits go
+    /// through [`unlock_txn`](Self::unlock_txn).
     ///
     /// # Safety
     ///
